@@ -1,0 +1,1 @@
+"""Config: schemas, Hydra composition, canonical hashing and diffs."""

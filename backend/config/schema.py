@@ -1,0 +1,334 @@
+"""Pydantic schemas for every config group, and the RunSpec they compose into.
+
+Every schema is frozen and forbids unknown keys; every numeric bound is declared here and
+nowhere else, so the CLI, the console and the runtime all validate through the same rules.
+"""
+
+from __future__ import annotations
+
+import enum
+from datetime import date, datetime, timezone
+from typing import Annotated, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+
+class Spec(BaseModel):
+    """Base of every config schema: frozen, unknown keys refused."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=False)
+
+
+Name = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.@-]+$")]
+Symbol = Annotated[str, Field(min_length=1, max_length=16, pattern=r"^[A-Z0-9]+$")]
+Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
+Bps = Annotated[float, Field(ge=0.0, le=500.0)]
+Timeframe = Literal["1m", "5m", "15m", "1h", "4h", "1d"]
+
+
+class Mode(str, enum.Enum):
+    """The five run modes. Only the event source, the clock and the broker differ between them."""
+
+    BACKTEST = "backtest"
+    REPLAY = "replay"
+    PAPER = "paper"
+    SHADOW = "shadow"
+    LIVE = "live"
+
+
+# ---------------------------------------------------------------- universe
+class KrakenPairSpec(Spec):
+    pair_key: Annotated[str, Field(min_length=3, max_length=16)]
+    altname: Annotated[str, Field(min_length=3, max_length=16)]
+    wsname: Annotated[str, Field(min_length=3, max_length=20)]
+
+
+class AssetSpec(Spec):
+    symbol: Symbol
+    cluster: Name
+    kraken: KrakenPairSpec
+    coinapi_symbol_id: Annotated[str, Field(min_length=3, max_length=40)]
+    ordermin: Annotated[float, Field(gt=0.0, le=1e9)]
+
+
+class UniverseSpec(Spec):
+    """A versioned trading universe: assets, their Kraken and CoinAPI names and clusters."""
+
+    version: Name
+    quote: Literal["USD"]
+    ranking_source: Annotated[str, Field(min_length=1, max_length=200)]
+    ranking_date: date
+    assets: Annotated[tuple[AssetSpec, ...], Field(min_length=1, max_length=100)]
+
+    @model_validator(mode="after")
+    def _unique_symbols(self) -> UniverseSpec:
+        seen: set[str] = set()
+        for asset in self.assets:
+            if asset.symbol in seen:
+                raise ValueError(f"symbol {asset.symbol!r} is listed twice")
+            seen.add(asset.symbol)
+        return self
+
+    @property
+    def symbols(self) -> tuple[str, ...]:
+        return tuple(sorted(a.symbol for a in self.assets))
+
+    @property
+    def clusters(self) -> dict[str, str]:
+        return {a.symbol: a.cluster for a in sorted(self.assets, key=lambda a: a.symbol)}
+
+
+# ---------------------------------------------------------------- data
+class _DataBase(Spec):
+    timeframe: Timeframe
+    start: date
+    days: Annotated[int, Field(ge=2, le=5000)]
+    symbols: Annotated[tuple[Symbol, ...] | None, Field(min_length=1, max_length=100)] = None
+
+    @property
+    def start_ms(self) -> int:
+        moment = datetime(self.start.year, self.start.month, self.start.day, tzinfo=timezone.utc)
+        return int(moment.timestamp() * 1000)
+
+    @property
+    def end_ms(self) -> int:
+        return self.start_ms + self.days * 86_400_000
+
+    @property
+    def bar_ms(self) -> int:
+        from backend.data.lake import TIMEFRAME_MS
+
+        return TIMEFRAME_MS[self.timeframe]
+
+
+class SimulatedDataSpec(_DataBase):
+    """Bars from the seeded market simulator, written to the lake before the run reads them."""
+
+    kind: Literal["simulated"]
+
+
+class SharedDataSpec(_DataBase):
+    """Real recorded candles from ``../shared/data``, imported into the lake on first use."""
+
+    kind: Literal["shared"]
+    source: Literal["binance"] = "binance"
+
+
+class LakeDataSpec(_DataBase):
+    """Bars already in the lake under the named source."""
+
+    kind: Literal["lake"]
+    source: Name
+
+
+DataSpec = Annotated[
+    Union[SimulatedDataSpec, SharedDataSpec, LakeDataSpec], Field(discriminator="kind")
+]
+
+
+# ---------------------------------------------------------------- features
+class FeatureSpec(Spec):
+    """One named feature: a registry builder and its parameters."""
+
+    name: Name
+    builder: Name
+    window: Annotated[int, Field(ge=1, le=10_000)] | None = None
+    symbol: Symbol | None = None
+
+
+class FeatureSetSpec(Spec):
+    name: Name
+    features: Annotated[tuple[FeatureSpec, ...], Field(min_length=1, max_length=500)]
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> FeatureSetSpec:
+        names = [f.name for f in self.features]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"feature names must be unique, repeated: {duplicates}")
+        return self
+
+
+# ---------------------------------------------------------------- model
+class LgbmParamsSpec(Spec):
+    num_leaves: Annotated[int, Field(ge=2, le=1024)] = 31
+    learning_rate: Annotated[float, Field(gt=0.0, le=1.0)] = 0.05
+    n_estimators: Annotated[int, Field(ge=1, le=5000)] = 100
+    min_data_in_leaf: Annotated[int, Field(ge=1, le=100_000)] = 50
+    feature_fraction: Annotated[float, Field(gt=0.0, le=1.0)] = 0.9
+    bagging_fraction: Annotated[float, Field(gt=0.0, le=1.0)] = 0.8
+    bagging_freq: Annotated[int, Field(ge=0, le=100)] = 1
+    lambda_l2: Annotated[float, Field(ge=0.0, le=1000.0)] = 1.0
+    max_bin: Annotated[int, Field(ge=7, le=1023)] = 63
+
+
+class ModelSpec(Spec):
+    """LightGBM per-symbol specialists and a global cross-asset model, blended with fixed weights."""
+
+    name: Name
+    kind: Literal["lgbm_blend"]
+    specialist: LgbmParamsSpec
+    global_model: LgbmParamsSpec
+    specialist_weight: Fraction
+
+
+# ---------------------------------------------------------------- training
+class WalkForwardSpec(Spec):
+    scheme: Literal["expanding", "rolling"]
+    n_folds: Annotated[int, Field(ge=1, le=120)]
+    min_train_bars: Annotated[int, Field(ge=10, le=10_000_000)]
+    train_bars: Annotated[int, Field(ge=10, le=10_000_000)] | None = None
+    purge_bars: Annotated[int, Field(ge=0, le=100_000)]
+    embargo_bars: Annotated[int, Field(ge=0, le=100_000)]
+
+    @model_validator(mode="after")
+    def _rolling_needs_window(self) -> WalkForwardSpec:
+        if self.scheme == "rolling" and self.train_bars is None:
+            raise ValueError("'train_bars' is required when scheme is 'rolling'")
+        return self
+
+
+class LabelSpec(Spec):
+    horizon_bars: Annotated[int, Field(ge=1, le=10_000)]
+
+
+class TrainingSpec(Spec):
+    walk_forward: WalkForwardSpec
+    label: LabelSpec
+    num_threads: Annotated[int, Field(ge=1, le=64)]
+    max_train_rows: Annotated[int, Field(ge=100, le=100_000_000)]
+
+    @model_validator(mode="after")
+    def _purge_covers_label(self) -> TrainingSpec:
+        if self.walk_forward.purge_bars < self.label.horizon_bars:
+            raise ValueError(
+                f"'walk_forward.purge_bars' must be >= label.horizon_bars "
+                f"({self.label.horizon_bars}), was {self.walk_forward.purge_bars}"
+            )
+        return self
+
+
+# ---------------------------------------------------------------- risk profile
+class ExposureLimitSpec(Spec):
+    """An exposure bound in one of two unit modes: a fraction of portfolio value, or USD."""
+
+    mode: Literal["pct_of_pv", "absolute"]
+    value: Annotated[float, Field(gt=0.0, le=1e12)]
+
+    @model_validator(mode="after")
+    def _pct_is_fraction(self) -> ExposureLimitSpec:
+        if self.mode == "pct_of_pv" and self.value > 1.0:
+            raise ValueError(f"'value' must be <= 1.0 in pct_of_pv mode (no leverage), was {self.value}")
+        return self
+
+
+class RiskProfileSpec(Spec):
+    """A governed risk profile: position and exposure bounds and the strategy's thresholds."""
+
+    name: Name
+    kill_switch: bool
+    max_concurrent_positions: Annotated[int, Field(ge=1, le=30)]
+    max_total_exposure: ExposureLimitSpec
+    max_cluster_exposure: ExposureLimitSpec
+    position_size_pct: Annotated[float, Field(gt=0.0, le=1.0)]
+    max_drawdown_pct: Annotated[float, Field(gt=0.0, le=1.0)]
+    drawdown_resume_pct: Annotated[float, Field(ge=0.0, le=1.0)]
+    entry_min_p_up: Annotated[float, Field(ge=0.5, le=1.0)]
+    entry_min_expected_return: Annotated[float, Field(ge=-0.1, le=0.5)]
+    exit_max_p_up: Annotated[float, Field(ge=0.0, le=1.0)]
+    exit_max_expected_return: Annotated[float, Field(ge=-0.5, le=0.1)]
+
+    @model_validator(mode="after")
+    def _coherent(self) -> RiskProfileSpec:
+        if self.drawdown_resume_pct > self.max_drawdown_pct:
+            raise ValueError(
+                f"'drawdown_resume_pct' must be <= max_drawdown_pct ({self.max_drawdown_pct}), "
+                f"was {self.drawdown_resume_pct}"
+            )
+        if self.exit_max_p_up > self.entry_min_p_up:
+            raise ValueError(
+                f"'exit_max_p_up' must be <= entry_min_p_up ({self.entry_min_p_up}), was {self.exit_max_p_up}"
+            )
+        return self
+
+    def parameters(self) -> dict[str, float]:
+        """Return the numeric parameters the strategy graph may read as ``profile.<name>``."""
+        out: dict[str, float] = {}
+        for key, value in self.model_dump().items():
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                out[key] = float(value)
+        return out
+
+
+# ---------------------------------------------------------------- strategy graph
+class StateSpec(Spec):
+    name: Name
+    hold_reason: Name
+
+
+class TransitionSpec(Spec):
+    name: Name
+    source: Name
+    target: Name
+    guard: Annotated[str, Field(min_length=1, max_length=2000)]
+    action: Literal["enter", "exit", "none"]
+    reason: Name
+    priority: Annotated[int, Field(ge=0, le=1000)]
+
+
+class StrategySpec(Spec):
+    """A strategy state graph: states, guarded transitions, actions and reason codes."""
+
+    name: Name
+    initial_state: Name
+    states: Annotated[tuple[StateSpec, ...], Field(min_length=2, max_length=64)]
+    transitions: Annotated[tuple[TransitionSpec, ...], Field(min_length=1, max_length=512)]
+
+
+# ---------------------------------------------------------------- execution
+class ExecutionSpec(Spec):
+    """Broker and cost model. Orders decided on a bar fill at the next bar's open."""
+
+    broker: Literal["simulated"]
+    initial_cash: Annotated[float, Field(ge=10.0, le=1e10)]
+    taker_fee_bps: Bps
+    slippage_bps: Bps
+    min_order_usd: Annotated[float, Field(ge=0.0, le=1e6)]
+
+
+# ---------------------------------------------------------------- the run
+class RunSpec(Spec):
+    """One fully resolved, validated run: what every mode compiles into a pipeline."""
+
+    name: Name
+    seed: Annotated[int, Field(ge=0, le=2**31 - 1)]
+    mode: Mode
+    universe: UniverseSpec
+    data: DataSpec
+    features: FeatureSetSpec
+    model: ModelSpec
+    training: TrainingSpec
+    risk: RiskProfileSpec
+    strategy: StrategySpec
+    execution: ExecutionSpec
+
+    @model_validator(mode="after")
+    def _cross_group_rules(self) -> RunSpec:
+        known = set(self.universe.symbols)
+        for symbol in self.symbols:
+            if symbol not in known:
+                raise ValueError(f"'data.symbols' entry {symbol!r} is not in universe {self.universe.version}")
+        for feature in self.features.features:
+            if feature.symbol is not None and feature.symbol not in self.symbols:
+                raise ValueError(
+                    f"feature {feature.name!r} refers to symbol {feature.symbol!r}, which this run does not load"
+                )
+        return self
+
+    @property
+    def symbols(self) -> tuple[str, ...]:
+        """Return the run's symbols, sorted."""
+        if self.data.symbols is None:
+            return self.universe.symbols
+        return tuple(sorted(set(self.data.symbols)))

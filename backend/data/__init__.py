@@ -1,0 +1,1 @@
+"""Market data: the parquet lake, the seeded simulator and the loader for recorded candles."""

@@ -1,0 +1,130 @@
+"""Backtest: train walk-forward on the lake's bars, run the spine, write the run folder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from backend.audit.decisions import write_decisions
+from backend.audit.report import Marker, render_report, write_report
+from backend.config.canonical import canonical_json
+from backend.engine.clock import WallClock
+from backend.engine.pipeline import Pipeline
+from backend.engine.runner import Outcome, Progress, execute, frame_sha256, load_bars, train_bundle, write_json
+from backend.errors import ConfigError
+from backend.home import Home
+from backend.models.bundle import save_bundle
+
+_MARKER_KIND = {"enter": "entry", "exit": "exit"}
+
+
+def prepare_run_dir(run_dir: Path) -> Path:
+    """Create ``run_dir``; refuse one that already holds a run (runs are never overwritten)."""
+    if (run_dir / "summary.json").exists():
+        raise ConfigError(f"run folder {run_dir} already holds a run; choose another hydra.run.dir")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    return run_dir
+
+
+def summarize(pipeline: Pipeline, outcome: Outcome, wall_seconds: float, extra: dict[str, object]) -> dict[str, object]:
+    """Return the run summary: identity, counts, money, hashes and speed."""
+    engine = outcome.engine
+    portfolio = engine.portfolio
+    events = int(outcome.matrix.has_bar.sum())
+    final_equity = float(outcome.equity[-1])
+    peak = np.maximum.accumulate(outcome.equity)
+    timed = sum(outcome.timings.values())
+    return {
+        "run": pipeline.spec.name,
+        "mode": pipeline.spec.mode.value,
+        "spec_hash": pipeline.spec_hash,
+        "profile_version": pipeline.profile_version,
+        "model_version": engine.stamp.model_version,
+        "symbols": len(outcome.matrix.symbols),
+        "timestamps": len(outcome.matrix.ts_ms),
+        "events": events,
+        "decisions": len(outcome.decisions),
+        "decisions_admitted": int(outcome.decisions["admitted"].sum()),
+        "orders": engine.state.orders,
+        "fills": len(portfolio.ledger),
+        "initial_equity": float(portfolio.initial_cash),
+        "final_equity": round(final_equity, 2),
+        "return_pct": round(100.0 * (final_equity / float(portfolio.initial_cash) - 1.0), 4),
+        "max_drawdown_pct": round(100.0 * float(np.max(1.0 - outcome.equity / peak)), 4),
+        "fees_paid": str(portfolio.fees_paid),
+        "realized_pnl": str(portfolio.realized_pnl),
+        "cash": str(portfolio.cash),
+        "ledger_reconciles": portfolio.reconciles(),
+        "decision_log_sha256": outcome.decision_log_sha256,
+        "state_trace_sha256": outcome.state_trace_sha256,
+        "wall_seconds": round(wall_seconds, 3),
+        "spine_seconds": round(timed, 3),
+        "events_per_second": round(events / timed, 1) if timed > 0 else None,
+        "timings": {k: round(v, 4) for k, v in outcome.timings.items()},
+        **extra,
+    }
+
+
+def write_outputs(run_dir: Path, outcome: Outcome) -> None:
+    """Write the decision log, fills, equity curve and state trace of ``outcome``."""
+    write_decisions(outcome.decisions, run_dir / "decisions.parquet")
+    ledger = outcome.engine.portfolio.ledger
+    pl.DataFrame(
+        {
+            "order_id": [f.order_id for f in ledger],
+            "ts": [f.ts_ms for f in ledger],
+            "symbol": [f.symbol for f in ledger],
+            "side": [f.side for f in ledger],
+            "qty": [str(f.qty) for f in ledger],
+            "price": [str(f.price) for f in ledger],
+            "fee": [str(f.fee) for f in ledger],
+        },
+        schema={"order_id": pl.String, "ts": pl.Int64, "symbol": pl.String, "side": pl.String, "qty": pl.String, "price": pl.String, "fee": pl.String},
+    ).write_parquet(run_dir / "fills.parquet")
+    pl.DataFrame({"ts": outcome.matrix.ts_ms, "equity": outcome.equity}).write_parquet(run_dir / "equity.parquet")
+    states = {s: outcome.states[:, i] for i, s in enumerate(outcome.matrix.symbols)}
+    pl.DataFrame({"ts": outcome.matrix.ts_ms, **states}).write_parquet(run_dir / "states.parquet")
+
+
+def report(pipeline: Pipeline, outcome: Outcome, summary: dict[str, object]) -> str:
+    """Render the run's HTML report: equity, drawdown, and prices marked with trades."""
+    matrix = outcome.matrix
+    admitted = outcome.decisions.filter(pl.col("admitted") & pl.col("order_id").is_not_null())
+    markers = [
+        Marker(row["symbol"], row["ts"], row["ref_price"], _MARKER_KIND[row["action"]], row["reason"])
+        for row in admitted.iter_rows(named=True)
+    ]
+    prices = {s: (matrix.ts_ms, matrix.close[:, i]) for i, s in enumerate(matrix.symbols)}
+    return render_report(f"ACTS backtest {pipeline.spec.name}", summary, matrix.ts_ms, outcome.equity, prices, markers)
+
+
+def run_backtest(pipeline: Pipeline, home: Home, run_dir: Path, wall: WallClock, progress: Progress) -> dict[str, object]:
+    """Run a backtest of ``pipeline`` and write everything into ``run_dir``; return the summary."""
+    started = wall.monotonic()
+    prepare_run_dir(run_dir)
+    write_json(run_dir / "spec.json", pipeline.spec.model_dump(mode="json"))
+    bars, snapshot = load_bars(pipeline.spec, home, progress)
+    bars.write_parquet(run_dir / "inputs.parquet", compression="zstd")
+    write_json(run_dir / "inputs.json", {"lake_snapshot": snapshot, "inputs_sha256": frame_sha256(bars), "rows": bars.height})
+    progress(f"training walk-forward on {bars.height} bars")
+    trained = wall.monotonic()
+    bundle = train_bundle(pipeline, bars, snapshot, progress)
+    save_bundle(bundle, run_dir / "model")
+    train_seconds = wall.monotonic() - trained
+    progress(f"running the spine over {bars.height} bar events")
+    outcome = execute(pipeline, bars, bundle, wall)
+    write_outputs(run_dir, outcome)
+    summary = summarize(
+        pipeline, outcome, wall.monotonic() - started, {"train_seconds": round(train_seconds, 3), "run_dir": str(run_dir)}
+    )
+    write_report(run_dir / "report.html", report(pipeline, outcome, summary))
+    summary["report"] = str(run_dir / "report.html")
+    write_json(run_dir / "summary.json", summary)
+    return summary
+
+
+def spec_json(pipeline: Pipeline) -> str:
+    """Return the canonical JSON of the pipeline's spec."""
+    return canonical_json(pipeline.spec)

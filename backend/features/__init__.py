@@ -1,0 +1,1 @@
+"""Features: a registry of named, point-in-time feature builders; labels kept apart."""

@@ -1,0 +1,1 @@
+"""Models: walk-forward splits, LightGBM specialists and a global model, their blend, bundles."""

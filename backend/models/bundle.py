@@ -1,0 +1,146 @@
+"""Model bundles: the trained boosters of a walk-forward run, their lineage, and verified storage."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from backend.config.canonical import canonical_json, sha256_hex
+from backend.errors import ModelError
+
+TARGETS = ("p_up", "expected_return")
+
+
+@dataclass(frozen=True)
+class FoldWindow:
+    """A fold's training and test windows in UTC milliseconds, half-open."""
+
+    index: int
+    train_start_ms: int
+    train_end_ms: int
+    test_start_ms: int
+    test_end_ms: int
+
+
+@dataclass(frozen=True)
+class TrainedModel:
+    """One booster: which fold, which scope (``global`` or a symbol), which target."""
+
+    fold: int
+    scope: str
+    target: str
+    seed: int
+    train_rows: int
+    text: str
+
+    @property
+    def sha256(self) -> str:
+        return sha256_hex(self.text)
+
+
+@dataclass(frozen=True)
+class ModelBundle:
+    """Everything needed to predict a walk-forward run again, and to say where it came from."""
+
+    name: str
+    feature_names: tuple[str, ...]
+    symbols: tuple[str, ...]
+    clusters: tuple[str, ...]
+    specialist_weight: float
+    folds: tuple[FoldWindow, ...]
+    models: tuple[TrainedModel, ...]
+    lineage: dict[str, object]
+
+    def manifest(self) -> dict[str, object]:
+        """Return the bundle's manifest: all but the model texts, which appear by hash."""
+        return {
+            "name": self.name,
+            "feature_names": list(self.feature_names),
+            "symbols": list(self.symbols),
+            "clusters": list(self.clusters),
+            "specialist_weight": self.specialist_weight,
+            "folds": [asdict(f) for f in self.folds],
+            "models": [
+                {"fold": m.fold, "scope": m.scope, "target": m.target, "seed": m.seed, "train_rows": m.train_rows, "sha256": m.sha256}
+                for m in self.models
+            ],
+            "lineage": self.lineage,
+        }
+
+    @property
+    def version(self) -> str:
+        """Return the content id of the bundle: the name and a hash of its manifest."""
+        return f"{self.name}@{sha256_hex(canonical_json(self.manifest()))[:16]}"
+
+    def find(self, fold: int, scope: str, target: str) -> TrainedModel | None:
+        """Return the booster for ``(fold, scope, target)``, or None when the bundle has none."""
+        for candidate in self.models:
+            if (candidate.fold, candidate.scope, candidate.target) == (fold, scope, target):
+                return candidate
+        return None
+
+    def model(self, fold: int, scope: str, target: str) -> TrainedModel:
+        """Return the booster for ``(fold, scope, target)``, or raise ModelError."""
+        found = self.find(fold, scope, target)
+        if found is None:
+            raise ModelError(f"bundle {self.name} has no model for fold {fold}, scope {scope!r}, target {target!r}")
+        return found
+
+
+def _model_file(model: TrainedModel) -> str:
+    return f"fold{model.fold:03d}_{model.scope}_{model.target}.txt"
+
+
+def save_bundle(bundle: ModelBundle, directory: Path) -> Path:
+    """Write the bundle to ``directory`` (model texts, then the manifest last, each atomically)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    for model in bundle.models:
+        _atomic_write(directory / _model_file(model), model.text)
+    manifest = dict(bundle.manifest(), version=bundle.version)
+    _atomic_write(directory / "manifest.json", json.dumps(manifest, indent=1, sort_keys=True))
+    return directory
+
+
+def load_bundle(directory: Path) -> ModelBundle:
+    """Read a bundle and verify every model text against the hash in its manifest.
+
+    Raises
+    ------
+    ModelError
+        When the manifest is missing or a model file is missing or differs from its hash.
+    """
+    manifest_path = directory / "manifest.json"
+    if not manifest_path.is_file():
+        raise ModelError(f"no model bundle at {directory}: manifest.json is missing")
+    manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    models = []
+    for row in manifest["models"]:
+        model = TrainedModel(row["fold"], row["scope"], row["target"], row["seed"], row["train_rows"], "")
+        path = directory / _model_file(model)
+        if not path.is_file():
+            raise ModelError(f"model bundle {directory}: {path.name} is missing")
+        text = path.read_text(encoding="utf-8")
+        if sha256_hex(text) != row["sha256"]:
+            raise ModelError(f"model bundle {directory}: {path.name} does not match its manifest hash")
+        models.append(TrainedModel(model.fold, model.scope, model.target, model.seed, model.train_rows, text))
+    bundle = ModelBundle(
+        name=manifest["name"],
+        feature_names=tuple(manifest["feature_names"]),
+        symbols=tuple(manifest["symbols"]),
+        clusters=tuple(manifest["clusters"]),
+        specialist_weight=manifest["specialist_weight"],
+        folds=tuple(FoldWindow(**f) for f in manifest["folds"]),
+        models=tuple(models),
+        lineage=manifest["lineage"],
+    )
+    if bundle.version != manifest["version"]:
+        raise ModelError(f"model bundle {directory}: version {manifest['version']} does not match its content")
+    return bundle
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)

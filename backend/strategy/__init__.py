@@ -1,0 +1,1 @@
+"""Strategy: state-graph schema compiler and guard expressions."""

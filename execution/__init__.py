@@ -1,0 +1,1 @@
+"""Execution: risk gates at admission, brokers, accounting."""

@@ -1,0 +1,1 @@
+"""Accounting: cash-only portfolio and ledger."""

@@ -1,0 +1,1 @@
+"""Brokers: where admitted orders go (simulated now; Kraken later)."""

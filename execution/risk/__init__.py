@@ -1,0 +1,1 @@
+"""The gate chain every order intent passes at admission."""
