@@ -104,6 +104,8 @@ def cmd_replay(args: argparse.Namespace, out: TextIO) -> int:
             out.write("  config changes:\n" + "".join(f"    {line}\n" for line in format_changes(list(report.changes)).splitlines()))
         if report.identical:
             out.write("  identical: the replay reproduces every decision\n")
+        elif report.first_divergence is None:
+            out.write("  same decisions: only the stamps (spec hash, profile version, order ids) differ\n")
         else:
             div = report.first_divergence
             out.write(f"  first divergence at decision seq {div['seq']}:\n")

@@ -62,8 +62,9 @@ class DecisionLog:
     def append(self, row: dict[str, Any]) -> None:
         """Append one decision; ``seq`` is assigned here, in order of arrival."""
         row = dict(row, seq=len(self))
-        for name in COLUMNS:
-            self._columns[name].append(row[name])
+        values = [row[name] for name in COLUMNS]  # a row missing a field is refused before any column grows
+        for name, value in zip(COLUMNS, values):
+            self._columns[name].append(value)
 
     def frame(self) -> pl.DataFrame:
         """Return the log as a DataFrame in the canonical column order."""

@@ -18,7 +18,8 @@ from typing import Any
 import polars as pl
 import yaml
 
-from backend.audit.decisions import canonical_lines
+from backend.audit.decisions import canonical_lines, decision_log_sha256
+from backend.config.canonical import content_hash
 from backend.config.compose import validate_raw
 from backend.config.diff import ConfigChange, diff_configs
 from backend.engine.clock import WallClock
@@ -83,15 +84,33 @@ def apply_overrides(raw: dict[str, Any], overrides: Sequence[str]) -> dict[str, 
     return out
 
 
+# What a row is stamped with rather than what was decided: the spec and profile identity (also hashed
+# into order ids) and the profile values echoed in gate bounds and guard inputs. Under any override
+# these differ on every row, so the search for the first divergence leaves them out.
+STAMP_COLUMNS = ("gates", "inputs", "order_id", "profile_version", "profile_params", "model_version", "spec_hash")
+
+
 def first_divergence(original: pl.DataFrame, replayed: pl.DataFrame) -> dict[str, Any] | None:
-    """Return the first decision (by sequence) that differs between two logs, or None."""
-    left, right = list(canonical_lines(original)), list(canonical_lines(replayed))
+    """Return the first decision (by sequence) that differs between two logs, or None.
+
+    Rows are compared without :data:`STAMP_COLUMNS` and reported whole.
+    """
+    decided = [c for c in original.columns if c not in STAMP_COLUMNS]
+    left, right = list(canonical_lines(original.select(decided))), list(canonical_lines(replayed.select(decided)))
     for seq in range(max(len(left), len(right))):
         a = left[seq] if seq < len(left) else None
         b = right[seq] if seq < len(right) else None
         if a != b:
-            return {"seq": seq, "original": json.loads(a) if a else None, "replay": json.loads(b) if b else None}
+            return {
+                "seq": seq,
+                "original": _row(original, seq) if a else None,
+                "replay": _row(replayed, seq) if b else None,
+            }
     return None
+
+
+def _row(frame: pl.DataFrame, seq: int) -> dict[str, Any]:
+    return json.loads(next(iter(canonical_lines(frame.filter(pl.col("seq") == seq)))))
 
 
 def replay(run_dir: Path, overrides: Sequence[str] = (), wall: WallClock | None = None) -> ReplayReport:
@@ -109,6 +128,8 @@ def replay(run_dir: Path, overrides: Sequence[str] = (), wall: WallClock | None 
         raise ReplayError(f"{run_dir} is not a complete run folder (summary.json is missing)")
     summary = json.loads(summary_path.read_text(encoding="utf-8"))
     raw = json.loads((run_dir / "spec.json").read_text(encoding="utf-8"))
+    if content_hash(validate_raw(raw)) != summary["spec_hash"]:
+        raise ReplayError(f"{run_dir}/spec.json does not match the run's spec_hash; the spec was altered")
     changed = apply_overrides(raw, overrides)
     pipeline = compile_pipeline(validate_raw(changed))
     bars = pl.read_parquet(run_dir / "inputs.parquet")
@@ -118,8 +139,10 @@ def replay(run_dir: Path, overrides: Sequence[str] = (), wall: WallClock | None 
     bundle = load_bundle(run_dir / "model")
     if bundle.version != summary["model_version"]:
         raise ReplayError(f"{run_dir}/model is {bundle.version}, the run used {summary['model_version']}")
-    outcome = execute(pipeline, bars, bundle, wall)
     original = pl.read_parquet(run_dir / "decisions.parquet")
+    if decision_log_sha256(original) != summary["decision_log_sha256"]:
+        raise ReplayError(f"{run_dir}/decisions.parquet does not match the run's decision_log_sha256; the log was altered")
+    outcome = execute(pipeline, bars, bundle, wall)
     divergence = None if outcome.decision_log_sha256 == summary["decision_log_sha256"] else first_divergence(original, outcome.decisions)
     return ReplayReport(
         run_dir=str(run_dir),

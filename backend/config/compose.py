@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import io
 import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import yaml
 from hydra import compose, initialize_config_dir
 from hydra.errors import HydraException
 from omegaconf import OmegaConf, open_dict
@@ -66,12 +68,17 @@ def compose_spec(overrides: Sequence[str] = (), conf_dir: Path = CONF_DIR) -> Ru
 def load_spec_file(path: Path) -> RunSpec:
     """Load a resolved spec written by a run (``spec.json``) or any JSON/YAML spec file."""
     try:
-        text = path.read_text(encoding="utf-8")
+        data = path.read_bytes()
     except OSError as error:
         raise ConfigError(f"cannot read spec file {path}: {error.strerror}") from error
     try:
-        raw = json.loads(text) if path.suffix == ".json" else OmegaConf.to_container(OmegaConf.create(text), resolve=True)
-    except (ValueError, OmegaConfBaseException) as error:
+        # Bad UTF-8 is a ValueError; a YAML scalar at the top is an OSError from OmegaConf.load.
+        text = data.decode("utf-8")
+        if path.suffix == ".json":
+            raw = json.loads(text)
+        else:
+            raw = OmegaConf.to_container(OmegaConf.load(io.StringIO(text)), resolve=True)
+    except (ValueError, OSError, yaml.YAMLError, OmegaConfBaseException) as error:
         raise ConfigError(f"spec file {path} is not valid {path.suffix.lstrip('.') or 'text'}: {error}") from error
     if not isinstance(raw, dict):
         raise ConfigError(f"spec file {path} must hold a mapping at the top, found {type(raw).__name__}")

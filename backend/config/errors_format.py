@@ -15,6 +15,11 @@ def _key(loc: tuple[Any, ...]) -> str:
     return ".".join(parts) if parts else "<root>"
 
 
+def _lower_first(message: str) -> str:
+    # Only the first letter: the rest may quote a pattern or a literal whose case matters.
+    return message[:1].lower() + message[1:]
+
+
 def describe_error(error: dict[str, Any], prefix: str = "") -> str:
     """Return one readable sentence for one pydantic error record."""
     key = prefix + _key(tuple(error.get("loc", ())))
@@ -29,10 +34,10 @@ def describe_error(error: dict[str, Any], prefix: str = "") -> str:
     if kind == "missing":
         return f"'{key}' is required and missing"
     if kind in {"too_short", "too_long"}:
-        return f"'{key}' {error['msg'].lower()}, was {value!r}"
+        return f"'{key}' {_lower_first(error['msg'])}, was {value!r}"
     if kind == "value_error":
         return f"'{key}': {error['msg'].removeprefix('Value error, ')}"
-    return f"'{key}' {error['msg'].lower()}, was {value!r}"
+    return f"'{key}' {_lower_first(error['msg'])}, was {value!r}"
 
 
 def format_validation_error(error: ValidationError, prefix: str = "") -> str:

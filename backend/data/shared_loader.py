@@ -108,9 +108,10 @@ def load_shared_ohlcv(
             continue
         parts = [_read_feather(path).with_columns(_rank=pl.lit(rank)) for rank, path in enumerate(paths)]
         stitched = pl.concat(parts).sort("ts", "_rank").unique("ts", keep="first", maintain_order=True)
+        batch_id = _batch_id(paths, shared_data)
         frames.append(
             stitched.drop("_rank").with_columns(
-                symbol=pl.lit(symbol), source=pl.lit("binance"), batch_id=pl.lit(_batch_id(paths, shared_data))
+                symbol=pl.lit(symbol), source=pl.lit("binance"), batch_id=pl.lit(batch_id)
             )
         )
     frame = pl.concat([pl.DataFrame(schema=OHLCV_SCHEMA), *frames], how="diagonal_relaxed")

@@ -17,6 +17,7 @@ def build_features(bars: pl.DataFrame, features: FeatureSetSpec) -> pl.DataFrame
     expressions = [feature_expression(f) for f in features.features]
     out = ordered.with_columns(expressions)
     names = [f.name for f in features.features]
-    # NaN (0/0 in a flat window) is treated like a missing value: the model sees null.
-    out = out.with_columns([pl.col(n).fill_nan(None) for n in names])
+    # NaN or +-inf (0/0, or rounding noise over a zero std, in a flat window) is treated like a
+    # missing value: the model sees null.
+    out = out.with_columns([pl.when(pl.col(n).is_finite()).then(pl.col(n)).alias(n) for n in names])
     return out.sort(["ts", "symbol"])

@@ -99,5 +99,11 @@ def _rsi(feature: FeatureSpec) -> pl.Expr:
 @register("symbol_log_return", needs_symbol=True)
 def _symbol_log_return(feature: FeatureSpec) -> pl.Expr:
     # Cross-asset context: the named symbol's return at the same bar, broadcast to every symbol.
-    own = (pl.col("close").log() - pl.col("close").log().shift(_w(feature))).over("symbol")
-    return own.filter(pl.col("symbol") == feature.symbol).first().over("ts")
+    # The frame is sorted by (symbol, ts), so the named symbol's rows are in time order; its return
+    # is then looked up by ts. (A window nested in ``.over("ts")`` would shift inside each ts group,
+    # where there is one row per symbol, and give null everywhere.)
+    is_named = pl.col("symbol") == feature.symbol
+    log_close = pl.col("close").log().filter(is_named)
+    named_return = log_close - log_close.shift(_w(feature))
+    named_ts = pl.col("ts").filter(is_named)
+    return pl.col("ts").replace_strict(named_ts, named_return, default=None, return_dtype=pl.Float64)

@@ -33,7 +33,9 @@ def ms(text: str) -> int:
     return int(datetime.fromisoformat(text).replace(tzinfo=UTC).timestamp() * 1000)
 
 
-def write_freqtrade_feather(path: Path, ts_ms: list[int], price: float, *, date_type: pa.DataType | None = None) -> None:
+def write_freqtrade_feather(
+    path: Path, ts_ms: list[int], price: float, *, date_type: pa.DataType | None = None
+) -> None:
     """Write candles like freqtrade does: `date` timestamp[ns, UTC] (bar open) and float64 OHLCV."""
     opens = [price + i for i in range(len(ts_ms))]
     table = pa.table(
@@ -265,7 +267,9 @@ def test_default_shared_dir_is_the_sibling_shared_data_of_the_repo(
     assert default_shared_dir(repo) == tmp_path / "shared" / "data"
 
 
-def test_default_shared_dir_without_arguments_looks_next_to_this_repository(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_default_shared_dir_without_arguments_looks_next_to_this_repository(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     monkeypatch.delenv("ACTS_SHARED_DATA", raising=False)
     repo = Path(shared_loader.__file__).resolve().parents[2]
     expected = repo.parent / "shared" / "data"
@@ -329,7 +333,9 @@ def test_real_binance_5m_starts_at_the_harthor_first_bar(real_shared: Path) -> N
 @pytest.mark.shared_data
 def test_real_kraken_ohlcvt_matches_sources_md(real_shared: Path) -> None:
     frame = load_kraken_ohlcvt(real_shared)
-    summary = frame.group_by("symbol").agg(pl.len(), pl.col("ts").min().alias("first"), pl.col("ts").max().alias("last"))
+    summary = frame.group_by("symbol").agg(
+        pl.len(), pl.col("ts").min().alias("first"), pl.col("ts").max().alias("last")
+    )
 
     assert summary.sort("symbol").rows() == [
         ("BTC", 70_253, ms("2013-10-06T21:00"), ms("2023-01-07T09:00")),

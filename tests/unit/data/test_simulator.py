@@ -23,13 +23,16 @@ CLUSTERS = {
 }
 
 
-def simulate(seed: int = 7, symbols: list[str] | None = None, timeframe: str = "1h", n_bars: int = 500) -> pl.DataFrame:
+def simulate(
+    seed: int = 7, symbols: list[str] | None = None, timeframe: str = "1h", n_bars: int = 500
+) -> pl.DataFrame:
     return simulate_ohlcv(symbols or list(CLUSTERS), CLUSTERS, timeframe, START, n_bars, seed)
 
 
 def wide(frame: pl.DataFrame, column: str) -> np.ndarray:
     """Return a (bars x symbols) array of ``column``, symbols in sorted order."""
-    return frame.pivot(on="symbol", index="ts", values=column).drop("ts").select(sorted(frame["symbol"].unique())).to_numpy()
+    table = frame.pivot(on="symbol", index="ts", values=column).drop("ts")
+    return table.select(sorted(table.columns)).to_numpy()
 
 
 @pytest.fixture(scope="module")
@@ -68,7 +71,8 @@ def test_bars_are_sorted_by_ts_then_symbol_on_the_timeframe_grid(timeframe: str)
 
     assert frame.equals(frame.sort("ts", "symbol"))
     for symbol in CLUSTERS:
-        np.testing.assert_array_equal(frame.filter(symbol=symbol)["ts"].to_numpy(), START + bar_ms * np.arange(50))
+        ts = frame.filter(symbol=symbol)["ts"].to_numpy()
+        np.testing.assert_array_equal(ts, START + bar_ms * np.arange(50))
     assert validate_ohlcv(frame, timeframe).height == 50 * len(CLUSTERS)
 
 

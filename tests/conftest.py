@@ -1,0 +1,15 @@
+"""Shared fixtures: every test gets its own ACTS home, so nothing touches ~/.acts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+
+@pytest.fixture(autouse=True)
+def acts_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Point ACTS_HOME at a fresh folder inside the test's temporary directory."""
+    home = tmp_path / "acts_home"
+    monkeypatch.setenv("ACTS_HOME", str(home))
+    return home

@@ -1,0 +1,40 @@
+"""Builders shared by tests: small, fast compositions of the real conf/ tree."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from backend.config.compose import compose_spec
+from backend.config.schema import RunSpec
+
+# Four symbols over ten days of 5-minute bars, two folds, small boosters: a whole backtest in seconds.
+SMALL = (
+    "data.days=10",
+    "data.symbols=[BTC,ETH,SOL,DOGE]",
+    "training.walk_forward.n_folds=2",
+    "training.walk_forward.min_train_bars=1440",
+    "training.walk_forward.purge_bars=48",
+    "training.walk_forward.embargo_bars=6",
+    "training.label.horizon_bars=48",
+    "training.max_train_rows=20000",
+    "model.specialist.n_estimators=15",
+    "model.specialist.min_data_in_leaf=20",
+    "model.global_model.n_estimators=20",
+    "model.global_model.min_data_in_leaf=20",
+    "risk=aggressive",
+)
+
+
+def small_overrides(*extra: str) -> list[str]:
+    """Return the SMALL overrides followed by ``extra`` (later overrides win)."""
+    return [*SMALL, *extra]
+
+
+def small_spec(*extra: str) -> RunSpec:
+    """Compose and validate the SMALL run with ``extra`` overrides."""
+    return compose_spec(small_overrides(*extra))
+
+
+def overrides_for(spec_overrides: Sequence[str]) -> list[str]:
+    """Return overrides as a list (helper for parametrized tests)."""
+    return list(spec_overrides)

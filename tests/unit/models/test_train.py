@@ -1,0 +1,199 @@
+"""Tests for backend.models.train: walk-forward training, skipped specialists, blended prediction."""
+
+from __future__ import annotations
+
+import numpy as np
+import polars as pl
+import pytest
+from stubs import small_spec
+
+from backend.config.schema import RunSpec
+from backend.data.simulator import simulate_ohlcv
+from backend.features.build import build_features
+from backend.features.labels import forward_return_labels
+from backend.models import lgbm
+from backend.models.bundle import ModelBundle
+from backend.models.train import derive_seed, predict_bundle, train_walk_forward
+from backend.models.walkforward import make_folds
+
+N_BARS = 2880  # ten days of 5-minute bars
+COLUMNS = ["ts", "symbol", "open", "high", "low", "close", "volume"]
+
+
+@pytest.fixture(scope="module")
+def spec() -> RunSpec:
+    return small_spec("training.num_threads=1")
+
+
+@pytest.fixture(scope="module")
+def bars(spec: RunSpec) -> pl.DataFrame:
+    """SMALL bars where DOGE starts 20 bars before fold 0's training ends and ETH stops at fold 1's test span."""
+    frame = simulate_ohlcv(spec.symbols, spec.universe.clusters, "5m", spec.data.start_ms, N_BARS, spec.seed).select(COLUMNS)
+    times = frame["ts"].unique().sort().to_numpy()
+    doge_from = int(times[1440 - 54 - 20])
+    eth_until = int(times[2160])
+    return frame.filter(
+        ~((pl.col("symbol") == "DOGE") & (pl.col("ts") < doge_from)) & ~((pl.col("symbol") == "ETH") & (pl.col("ts") >= eth_until))
+    )
+
+
+@pytest.fixture(scope="module")
+def dataset(spec: RunSpec, bars: pl.DataFrame) -> pl.DataFrame:
+    features = build_features(bars, spec.features)
+    labels = forward_return_labels(bars, spec.training.label.horizon_bars, 0.001)
+    return features.join(labels, on=["ts", "symbol"], how="left")
+
+
+@pytest.fixture(scope="module")
+def feature_names(spec: RunSpec) -> tuple[str, ...]:
+    return tuple(f.name for f in spec.features.features)
+
+
+@pytest.fixture(scope="module")
+def bundle(spec: RunSpec, dataset: pl.DataFrame, feature_names: tuple[str, ...]) -> ModelBundle:
+    return train_walk_forward(
+        dataset, feature_names, spec.universe.clusters, spec.model, spec.training, spec.seed, {"spec_hash": "x"}
+    )
+
+
+@pytest.fixture(scope="module")
+def predictions(spec: RunSpec, bundle: ModelBundle, dataset: pl.DataFrame) -> pl.DataFrame:
+    return predict_bundle(bundle, dataset, spec.universe.clusters, 1)
+
+
+def test_derive_seed_depends_only_on_the_base_seed_and_the_task_identity() -> None:
+    seed = derive_seed(7, 0, "global", "p_up")
+
+    assert seed == derive_seed(7, 0, "global", "p_up")
+    assert 0 <= seed < 2**31 - 1
+    assert len({seed, derive_seed(8, 0, "global", "p_up"), derive_seed(7, 1, "global", "p_up"), derive_seed(7, 0, "BTC", "p_up"), derive_seed(7, 0, "global", "expected_return")}) == 5
+
+
+def test_the_bundle_records_features_symbols_clusters_weight_and_lineage(spec: RunSpec, bundle: ModelBundle, feature_names: tuple[str, ...]) -> None:
+    assert bundle.name == spec.model.name
+    assert bundle.feature_names == feature_names
+    assert bundle.symbols == ("BTC", "DOGE", "ETH", "SOL")
+    assert bundle.clusters == ("l1_major", "meme", "store_of_value")
+    assert bundle.specialist_weight == spec.model.specialist_weight
+    assert bundle.lineage == {"spec_hash": "x"}
+
+
+def test_fold_windows_are_the_walk_forward_folds_in_milliseconds(spec: RunSpec, bundle: ModelBundle, dataset: pl.DataFrame) -> None:
+    times = dataset["ts"].unique().sort().to_numpy()
+    folds = make_folds(len(times), spec.training.walk_forward)
+
+    assert [(w.index, w.train_start_ms, w.train_end_ms, w.test_start_ms, w.test_end_ms) for w in bundle.folds] == [
+        (f.index, int(times[f.train_start]), int(times[f.train_end - 1]) + 1, int(times[f.test_start]), int(times[f.test_end - 1]) + 1)
+        for f in folds
+    ]
+
+
+def test_each_model_trains_on_labelled_rows_of_its_window_only_with_a_derived_seed(spec: RunSpec, bundle: ModelBundle, dataset: pl.DataFrame) -> None:
+    for model in bundle.models:
+        window = bundle.folds[model.fold]
+        rows = dataset.filter(pl.col("ts").is_between(window.train_start_ms, window.train_end_ms, closed="left") & pl.col("label_return").is_not_null())
+        if model.scope != "global":
+            rows = rows.filter(pl.col("symbol") == model.scope)
+        assert model.train_rows == rows.height
+        assert model.seed == derive_seed(spec.seed, model.fold, model.scope, model.target)
+    # The last labelled training row's label ends before the test span: the purge at work.
+    for window in bundle.folds:
+        last_train = dataset.filter((pl.col("ts") < window.train_end_ms) & pl.col("label_return").is_not_null())["ts"].max()
+        assert last_train + spec.training.label.horizon_bars * 300_000 < window.test_start_ms
+
+
+def test_a_symbol_with_too_little_history_in_a_fold_gets_no_specialist_there(bundle: ModelBundle) -> None:
+    scopes = {(m.fold, m.scope) for m in bundle.models}
+
+    assert (0, "DOGE") not in scopes
+    assert {(0, "global"), (0, "BTC"), (0, "ETH"), (0, "SOL")} <= scopes
+    assert {(1, "global"), (1, "BTC"), (1, "DOGE"), (1, "ETH"), (1, "SOL")} <= scopes
+    assert {m.target for m in bundle.models if (m.fold, m.scope) == (1, "DOGE")} == {"p_up", "expected_return"}
+
+
+def test_max_train_rows_keeps_the_most_recent_rows(spec: RunSpec, dataset: pl.DataFrame, feature_names: tuple[str, ...]) -> None:
+    training = spec.training.model_copy(update={"max_train_rows": 400})
+    model = spec.model.model_copy(update={"specialist": spec.model.specialist.model_copy(update={"n_estimators": 2}), "global_model": spec.model.global_model.model_copy(update={"n_estimators": 2})})
+
+    capped = train_walk_forward(dataset, feature_names, spec.universe.clusters, model, training, spec.seed, {})
+
+    for window in capped.folds:
+        kept = dataset.filter((pl.col("ts") < window.train_end_ms) & pl.col("label_return").is_not_null()).tail(400)
+        assert kept["ts"].min() > window.train_start_ms
+        per_symbol = dict(kept.group_by("symbol").len().iter_rows())
+        rows = {m.scope: m.train_rows for m in capped.models if m.fold == window.index and m.target == "p_up"}
+        assert rows == {"global": 400, **{s: n for s, n in per_symbol.items() if n >= 40}}
+
+
+def test_predictions_cover_exactly_the_test_spans_sorted_by_time_and_symbol(bundle: ModelBundle, dataset: pl.DataFrame, predictions: pl.DataFrame) -> None:
+    first_test = bundle.folds[0].test_start_ms
+
+    assert predictions.columns == ["ts", "symbol", "fold", "p_up", "expected_return"]
+    assert predictions["ts"].min() == first_test
+    assert predictions.height == dataset.filter(pl.col("ts") >= first_test).height
+    assert predictions.equals(predictions.sort(["ts", "symbol"]))
+    for window in bundle.folds:
+        span = predictions.filter(pl.col("fold") == window.index)
+        assert span["ts"].min() == window.test_start_ms and span["ts"].max() < window.test_end_ms
+    assert predictions["p_up"].is_between(0.0, 1.0, closed="none").all()
+
+
+def test_a_symbol_without_bars_in_a_test_span_gets_no_prediction_there(bundle: ModelBundle, predictions: pl.DataFrame) -> None:
+    eth = predictions.filter(pl.col("symbol") == "ETH")
+
+    assert eth["fold"].unique().to_list() == [0]
+    assert bundle.find(1, "ETH", "p_up") is not None
+
+
+def _span(dataset: pl.DataFrame, bundle: ModelBundle, fold: int, symbol: str) -> pl.DataFrame:
+    window = bundle.folds[fold]
+    codes = {s: float(i) for i, s in enumerate(bundle.symbols)}
+    clusters = {"BTC": 2.0, "DOGE": 1.0, "ETH": 0.0, "SOL": 0.0}
+    return dataset.filter(
+        pl.col("ts").is_between(window.test_start_ms, window.test_end_ms, closed="left") & (pl.col("symbol") == symbol)
+    ).with_columns(symbol_code=pl.lit(codes[symbol]), cluster_code=pl.lit(clusters[symbol]))
+
+
+@pytest.mark.parametrize("target", ["p_up", "expected_return"])
+def test_without_a_specialist_the_global_model_alone_predicts_the_symbol(bundle: ModelBundle, dataset: pl.DataFrame, predictions: pl.DataFrame, target: str) -> None:
+    span = _span(dataset, bundle, 0, "DOGE")
+    x = span.select([*bundle.feature_names, "symbol_code", "cluster_code"]).to_numpy()
+
+    expected = lgbm.predict(bundle.model(0, "global", target).text, x, 1)
+
+    got = predictions.filter((pl.col("fold") == 0) & (pl.col("symbol") == "DOGE"))[target].to_numpy()
+    assert got.tobytes() == expected.tobytes()
+
+
+@pytest.mark.parametrize(("fold", "symbol"), [(0, "BTC"), (1, "DOGE")])
+def test_with_a_specialist_the_prediction_blends_it_with_the_global_model_by_the_fixed_weight(
+    bundle: ModelBundle, dataset: pl.DataFrame, predictions: pl.DataFrame, fold: int, symbol: str
+) -> None:
+    span = _span(dataset, bundle, fold, symbol)
+    glob = lgbm.predict(bundle.model(fold, "global", "p_up").text, span.select([*bundle.feature_names, "symbol_code", "cluster_code"]).to_numpy(), 1)
+    own = lgbm.predict(bundle.model(fold, symbol, "p_up").text, span.select(bundle.feature_names).to_numpy(), 1)
+
+    got = predictions.filter((pl.col("fold") == fold) & (pl.col("symbol") == symbol))["p_up"].to_numpy()
+
+    np.testing.assert_array_equal(got, 0.6 * glob + 0.4 * own)
+    assert not np.array_equal(got, glob)
+
+
+def test_symbols_outside_the_bundle_are_not_predicted(spec: RunSpec, bundle: ModelBundle, dataset: pl.DataFrame, predictions: pl.DataFrame) -> None:
+    stranger = dataset.filter(pl.col("symbol") == "SOL").with_columns(symbol=pl.lit("ADA"))
+
+    again = predict_bundle(bundle, pl.concat([dataset, stranger]).sort(["ts", "symbol"]), spec.universe.clusters, 1)
+
+    assert again.equals(predictions)
+
+
+def test_training_twice_on_the_same_data_gives_the_same_bundle_version(
+    spec: RunSpec, dataset: pl.DataFrame, feature_names: tuple[str, ...], bundle: ModelBundle
+) -> None:
+    progress: list[str] = []
+
+    again = train_walk_forward(dataset, feature_names, spec.universe.clusters, spec.model, spec.training, spec.seed, {"spec_hash": "x"}, progress.append)
+
+    assert again.version == bundle.version
+    assert again.models == bundle.models
+    assert progress
