@@ -27,7 +27,7 @@ test: install
 	$(BIN)/python -m pytest --cov --cov-report=term-missing --cov-fail-under=100 $(PYTEST_ARGS)
 
 bench: install
-	$(BIN)/python bench/run_all.py
+	cd bench && ../$(BIN)/python run_all.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .coverage htmlcov

@@ -12,7 +12,7 @@ from typing import TextIO
 import yaml
 
 from backend.audit.replay import replay
-from backend.config.canonical import canonical_json, content_hash
+from backend.config.canonical import canonical_json
 from backend.config.compose import compose_with_hydra, load_spec_file, validate_raw
 from backend.config.diff import diff_configs, format_changes
 from backend.engine.backtest import run_backtest
@@ -152,8 +152,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None, out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> int:
-    """Run the ``acts`` command; return its exit code (2 for a refused input)."""
+def main(argv: Sequence[str] | None = None, out: TextIO | None = None, err: TextIO | None = None) -> int:
+    """Run the ``acts`` command; return its exit code (2 for a refused input).
+
+    ``out`` and ``err`` default to the streams current at the call (not at import), so redirection works.
+    """
+    out = out or sys.stdout
+    err = err or sys.stderr
     args = build_parser().parse_args(argv)
     try:
         if args.command == "config":

@@ -9,7 +9,6 @@ import polars as pl
 
 from backend.audit.decisions import write_decisions
 from backend.audit.report import Marker, render_report, write_report
-from backend.config.canonical import canonical_json
 from backend.engine.clock import WallClock
 from backend.engine.pipeline import Pipeline
 from backend.engine.runner import Outcome, Progress, execute, frame_sha256, load_bars, train_bundle, write_json
@@ -20,11 +19,12 @@ from backend.models.bundle import save_bundle
 _MARKER_KIND = {"enter": "entry", "exit": "exit"}
 
 
-def prepare_run_dir(run_dir: Path) -> Path:
-    """Create ``run_dir``; refuse one that already holds a run (runs are never overwritten)."""
+def prepare_run_dir(run_dir: Path, create: bool = True) -> Path:
+    """Refuse a ``run_dir`` that already holds a run (runs are never overwritten); create it if asked."""
     if (run_dir / "summary.json").exists():
         raise ConfigError(f"run folder {run_dir} already holds a run; choose another hydra.run.dir")
-    run_dir.mkdir(parents=True, exist_ok=True)
+    if create:
+        run_dir.mkdir(parents=True, exist_ok=True)
     return run_dir
 
 
@@ -103,9 +103,11 @@ def report(pipeline: Pipeline, outcome: Outcome, summary: dict[str, object]) -> 
 def run_backtest(pipeline: Pipeline, home: Home, run_dir: Path, wall: WallClock, progress: Progress) -> dict[str, object]:
     """Run a backtest of ``pipeline`` and write everything into ``run_dir``; return the summary."""
     started = wall.monotonic()
+    # Refuse a used folder and load the data before writing anything, so a failure leaves no litter.
+    prepare_run_dir(run_dir, create=False)
+    bars, snapshot = load_bars(pipeline.spec, home, progress)
     prepare_run_dir(run_dir)
     write_json(run_dir / "spec.json", pipeline.spec.model_dump(mode="json"))
-    bars, snapshot = load_bars(pipeline.spec, home, progress)
     bars.write_parquet(run_dir / "inputs.parquet", compression="zstd")
     write_json(run_dir / "inputs.json", {"lake_snapshot": snapshot, "inputs_sha256": frame_sha256(bars), "rows": bars.height})
     progress(f"training walk-forward on {bars.height} bars")
@@ -123,8 +125,3 @@ def run_backtest(pipeline: Pipeline, home: Home, run_dir: Path, wall: WallClock,
     summary["report"] = str(run_dir / "report.html")
     write_json(run_dir / "summary.json", summary)
     return summary
-
-
-def spec_json(pipeline: Pipeline) -> str:
-    """Return the canonical JSON of the pipeline's spec."""
-    return canonical_json(pipeline.spec)

@@ -61,7 +61,6 @@ class Engine:
         ordermin: dict[str, float],
         graph: CompiledGraph,
         profile: RiskProfileSpec,
-        profile_version: str,
         execution: ExecutionSpec,
         stamp: Stamp,
         clock: SimulatedClock,
@@ -178,12 +177,13 @@ class Engine:
             qty, side, reduces = Decimal(0), "none", True
         order_id = None
         admitted, outcomes = True, ()
-        if side != "none":
+        # An exit with nothing held (the entry's fill shrank to zero) moves the state without an order.
+        if side != "none" and qty > 0:
             intent = OrderIntent(symbol, self.cluster_of[i], side, float(qty), price, float(qty) * price, reduces)
             admitted, outcomes = admit(
                 intent, self._view(equity, drawdown), self.profile, self.fee_rate, self.execution.min_order_usd, self.ordermin[i]
             )
-            if admitted and qty > 0:
+            if admitted:
                 order_id = sha256_hex(f"{self.stamp.spec_hash}:{batch.ts_ms}:{symbol}:{transition.name}:{len(self.log)}")[:24]
                 self.broker.submit(MarketOrder(order_id, symbol, side, qty))
                 self.state.orders += 1

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from backend.audit.decisions import decision_log_sha256, write_decisions
+from backend.audit.decisions import decision_log_sha256
 from backend.config.canonical import canonical_json, content_hash, sha256_hex
 from backend.config.schema import LakeDataSpec, RunSpec, SharedDataSpec
 from backend.data import lake
@@ -30,7 +30,7 @@ from backend.errors import DataError
 from backend.features.build import build_features
 from backend.features.labels import forward_return_labels
 from backend.home import Home
-from backend.models.bundle import ModelBundle, save_bundle
+from backend.models.bundle import ModelBundle
 from backend.models.train import predict_bundle, train_walk_forward
 
 Progress = Callable[[str], None]
@@ -86,7 +86,7 @@ def train_bundle(pipeline: Pipeline, bars: pl.DataFrame, snapshot: dict[str, str
     spec = pipeline.spec
     features = build_features(bars, spec.features)
     cost = 2.0 * (spec.execution.taker_fee_bps + spec.execution.slippage_bps) / 10_000.0
-    labels = forward_return_labels(bars, spec.training.label.horizon_bars, cost)
+    labels = forward_return_labels(bars, spec.training.label.horizon_bars, cost, spec.data.bar_ms)
     dataset = features.join(labels, on=["ts", "symbol"], how="left")
     lineage = {
         "spec_hash": pipeline.spec_hash,
@@ -164,7 +164,6 @@ def execute(pipeline: Pipeline, bars: pl.DataFrame, bundle: ModelBundle, wall: W
         ordermin,
         pipeline.graph,
         spec.risk,
-        pipeline.profile_version,
         spec.execution,
         stamp,
         SimulatedClock(int(matrix.ts_ms[0])),

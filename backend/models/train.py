@@ -140,12 +140,14 @@ def predict_bundle(bundle: ModelBundle, features: pl.DataFrame, clusters: dict[s
     for window in bundle.folds:
         span = frame.filter(pl.col("ts").is_between(window.test_start_ms, window.test_end_ms, closed="left"))
         out = {"ts": span["ts"].to_numpy(), "symbol": span["symbol"].to_numpy()}
-        codes = span["symbol"].to_numpy()
+        # Integer codes: comparing a numpy object array of strings per symbol is far slower.
+        codes = span["symbol_code"].to_numpy()
+        global_matrix = _matrix(span, global_columns)
+        specialist_matrix = global_matrix[:, : len(columns)]
         for target in TARGETS:
-            blended = lgbm.predict(bundle.model(window.index, "global", target).text, _matrix(span, global_columns), num_threads)
-            specialist_matrix = _matrix(span, columns)
-            for symbol in bundle.symbols:
-                mask = codes == symbol
+            blended = lgbm.predict(bundle.model(window.index, "global", target).text, global_matrix, num_threads)
+            for code, symbol in enumerate(bundle.symbols):
+                mask = codes == code
                 specialist = bundle.find(window.index, symbol, target)
                 if specialist is not None and mask.any():
                     own = lgbm.predict(specialist.text, specialist_matrix[mask], num_threads)

@@ -40,9 +40,20 @@ class CompiledGuard:
         return any(name.split(".")[0] in STATE_DEPENDENT for name in self.names)
 
     def evaluate(self, env: Mapping[str, object]) -> np.ndarray:
-        """Evaluate over ``env`` (``"ns__name"`` -> array or scalar); NaN compares as False."""
+        """Evaluate over ``env`` (``"ns__name"`` -> array or scalar).
+
+        A symbol for which any input the guard reads is missing (NaN) never passes, whatever the
+        expression: ``not (pred.p_up >= x)`` must not fire on a missing prediction.
+        """
         with np.errstate(invalid="ignore", divide="ignore"):
-            return np.asarray(eval(self.code, {"__builtins__": {}}, env), dtype=bool)  # noqa: S307 - compiled from a checked AST
+            result = np.asarray(eval(self.code, {"__builtins__": {}}, env), dtype=bool)  # noqa: S307 - compiled from a checked AST
+            for name in self.names:
+                value = env[env_key(name)]
+                if isinstance(value, np.ndarray):
+                    result = result & ~np.isnan(value)
+                elif np.isnan(value):  # type: ignore[arg-type]
+                    return np.zeros_like(result)
+        return result
 
 
 def env_key(name: str) -> str:

@@ -110,7 +110,14 @@ def admit(
     chain = (
         lambda: check(Gate.KILL_SWITCH, reduce or not profile.kill_switch, GateReason.KILL_SWITCH_ACTIVE, float(profile.kill_switch), 0.0),
         lambda: check(Gate.PROFILE_VALID, view.profile_valid, GateReason.PROFILE_INVALID, float(view.profile_valid), 1.0),
-        lambda: check(Gate.DRAWDOWN, reduce or not view.drawdown_halted, GateReason.DRAWDOWN_LIMIT, view.drawdown, profile.max_drawdown_pct),
+        # Once halted, new risk waits until drawdown is back within the resume bound: that is the bound shown.
+        lambda: check(
+            Gate.DRAWDOWN,
+            reduce or not view.drawdown_halted,
+            GateReason.DRAWDOWN_LIMIT,
+            view.drawdown,
+            profile.drawdown_resume_pct if view.drawdown_halted else profile.max_drawdown_pct,
+        ),
         lambda: check(Gate.CAPITAL, reduce or cost <= view.cash_available, GateReason.INSUFFICIENT_CASH, cost, view.cash_available),
         lambda: check(
             Gate.CONCURRENCY,

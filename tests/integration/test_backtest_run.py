@@ -12,7 +12,7 @@ from stubs import small_spec
 
 from backend.audit.decisions import decision_log_sha256, read_decisions
 from backend.config.canonical import canonical_json
-from backend.engine.backtest import prepare_run_dir, run_backtest, spec_json
+from backend.engine.backtest import prepare_run_dir, run_backtest
 from backend.engine.clock import WallClock
 from backend.engine.pipeline import Pipeline, compile_pipeline
 from backend.engine.runner import frame_sha256
@@ -64,7 +64,7 @@ def test_the_spec_and_inputs_recorded_are_the_ones_the_run_used(pipeline: Pipeli
     recorded = json.loads((run_dir / "inputs.json").read_text(encoding="utf-8"))
 
     assert json.loads((run_dir / "spec.json").read_text(encoding="utf-8")) == pipeline.spec.model_dump(mode="json")
-    assert spec_json(pipeline) == canonical_json(json.loads((run_dir / "spec.json").read_text(encoding="utf-8")))
+    assert canonical_json(pipeline.spec) == canonical_json(json.loads((run_dir / "spec.json").read_text(encoding="utf-8")))
     assert recorded["inputs_sha256"] == frame_sha256(inputs)
     assert recorded["rows"] == inputs.height == summary["events"]
     bundle = load_bundle(run_dir / "model")

@@ -7,6 +7,7 @@ import io
 import json
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import polars as pl
@@ -15,14 +16,14 @@ import yaml
 from stubs import small_overrides, small_spec
 
 from backend.audit.decisions import write_decisions
-from backend.config.compose import compose_spec
+from backend.config.compose import compose_spec, validate_raw
 from backend.config.diff import diff_configs
 from backend.data import shared_loader
 from backend.engine import runner
 from backend.engine.clock import WallClock
 from backend.engine.pipeline import compile_pipeline
 from backend.models.bundle import load_bundle
-from scripts.cli import SUMMARY_KEYS, main
+from scripts.cli import SUMMARY_KEYS, main, run
 
 ACTS = Path(__file__).resolve().parents[2] / ".venv" / "bin" / "acts"
 FAST = "training.num_threads=1"
@@ -215,8 +216,6 @@ def test_a_run_the_code_no_longer_reproduces_fails_its_replay_with_exit_1(run_di
     copy = Path(shutil.copytree(run_dir, tmp_path / "copy"))
     spec = json.loads((copy / "spec.json").read_text(encoding="utf-8"))
     spec["risk"]["entry_min_p_up"] = 0.6
-    from backend.config.compose import validate_raw
-
     other = runner.execute(compile_pipeline(validate_raw(spec)), pl.read_parquet(copy / "inputs.parquet"), load_bundle(copy / "model"), WallClock())
     write_decisions(other.decisions, copy / "decisions.parquet")
     summary = json.loads((copy / "summary.json").read_text(encoding="utf-8"))
@@ -245,3 +244,26 @@ def test_the_installed_acts_command_validates_the_default_config(tmp_path: Path)
 
     assert done.returncode == 0, done.stderr
     assert done.stdout == _valid_line([])
+
+
+def test_the_console_entry_point_exits_with_mains_code_and_writes_to_the_current_streams(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(sys, "argv", ["acts", "config", "validate", "risk=aggressive"])
+
+    with pytest.raises(SystemExit) as exited:
+        run()
+
+    assert exited.value.code == 0
+    assert capsys.readouterr().out == _valid_line(["risk=aggressive"])
+
+
+def test_the_console_entry_point_exits_2_with_the_error_on_stderr(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setattr(sys, "argv", ["acts", "replay", "/nonexistent/run"])
+
+    with pytest.raises(SystemExit) as exited:
+        run()
+
+    captured = capsys.readouterr()
+    assert exited.value.code == 2
+    assert (captured.out, captured.err) == ("", "acts: error: /nonexistent/run is not a complete run folder (summary.json is missing)\n")

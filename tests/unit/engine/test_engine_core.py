@@ -53,7 +53,6 @@ def _engine(spec: RunSpec, graph: CompiledGraph | None = None, ordermin: dict[st
         {**real_ordermin, **(ordermin or {})},
         graph or pipeline.graph,
         spec.risk,
-        pipeline.profile_version,
         spec.execution,
         Stamp(pipeline.spec_hash, pipeline.profile_version, model),
         SimulatedClock(T0),
@@ -373,7 +372,8 @@ def test_drawdown_beyond_the_limit_halts_new_risk_and_recovery_resumes_it() -> N
     doge = _rows(engine, symbol="DOGE")
     assert [(r["admitted"], r["gate_reason"]) for r in doge] == [(False, "DRAWDOWN_LIMIT"), (False, "DRAWDOWN_LIMIT"), (True, "PASSED")]
     drawdown = _gates(doge[0])[GATE_ORDER.index("drawdown")]
-    assert drawdown["bound"] == 0.2 and drawdown["value"] == pytest.approx(1 - doge[0]["equity"] / CASH)
+    # While halted, the bound shown is the resume level the drawdown must come back within.
+    assert drawdown["bound"] == 0.1 and drawdown["value"] == pytest.approx(1 - doge[0]["equity"] / CASH)
     assert drawdown["value"] > 0.2
     assert engine.state.peak_equity == CASH
 
@@ -398,7 +398,7 @@ def _state_graph(spec: RunSpec) -> CompiledGraph:
             "states": [{"name": "FLAT", "hold_reason": "HOLD_FLAT_NO_EDGE"}, {"name": "HOLDING", "hold_reason": "HOLD_EDGE_PERSISTS"}],
             "transitions": [
                 {"name": "enter", "source": "FLAT", "target": "HOLDING",
-                 "guard": "pred.p_up >= profile.entry_min_p_up and not pos.unrealized_return < profile.exit_max_expected_return",
+                 "guard": "pred.p_up >= profile.entry_min_p_up and not portfolio.drawdown > profile.max_drawdown_pct",
                  "action": "enter", "reason": "ENTRY_PREDICTED_EDGE", "priority": 0},
                 {"name": "cut", "source": "HOLDING", "target": "FLAT",
                  "guard": "pos.unrealized_return <= profile.exit_max_expected_return",
@@ -423,8 +423,7 @@ def test_position_and_portfolio_names_populate_the_guard_env() -> None:
     (buy,) = engine.portfolio.ledger
     entry_price = float((buy.notional + buy.fee) / buy.qty)  # 100.05 x 1.004: the average entry includes the fee
 
-    # Flat: no entry price, so pos.unrealized_return is NaN, recorded as null.
-    assert json.loads(enter["inputs"])["pos.unrealized_return"] is None
+    assert json.loads(enter["inputs"])["portfolio.drawdown"] == 0.0
     assert enter["admitted"] and enter["order_id"] is not None
 
     inputs = json.loads(watch["inputs"])
@@ -437,6 +436,29 @@ def test_position_and_portfolio_names_populate_the_guard_env() -> None:
 
     assert json.loads(cut["inputs"])["pos.unrealized_return"] == pytest.approx(95.0 / entry_price - 1)
     assert (cut["action"], cut["admitted"], cut["state_to"]) == ("exit", True, "FLAT")
+
+
+def test_a_guard_on_a_missing_position_value_never_fires_for_a_flat_symbol() -> None:
+    spec = _spec()
+    strategy = StrategySpec.model_validate(
+        {
+            "name": "loss_guard",
+            "initial_state": "FLAT",
+            "states": [{"name": "FLAT", "hold_reason": "HOLD_FLAT_NO_EDGE"}, {"name": "HOLDING", "hold_reason": "HOLD_EDGE_PERSISTS"}],
+            "transitions": [
+                {"name": "enter", "source": "FLAT", "target": "HOLDING",
+                 "guard": "not pos.unrealized_return < profile.exit_max_expected_return",
+                 "action": "enter", "reason": "ENTRY_PREDICTED_EDGE", "priority": 0},
+                {"name": "cut", "source": "HOLDING", "target": "FLAT",
+                 "guard": "pos.unrealized_return <= profile.exit_max_expected_return",
+                 "action": "exit", "reason": "EXIT_EDGE_TURNED", "priority": 0},
+            ],
+        }
+    )  # fmt: skip
+    engine = _engine(spec, compile_graph(strategy, guard_names(spec)))
+    _run(engine, _matrix(2, {"ETH": "EE"}, close={"ETH": [100.0, 101.0]}, open_={"ETH": [100.0, 100.0]}))
+    # Flat: no entry price, pos.unrealized_return is NaN, so even a negated comparison does not pass.
+    assert _rows(engine) == [] and engine.state.orders == 0
 
 
 def test_a_none_action_records_no_order_and_keeps_the_state() -> None:

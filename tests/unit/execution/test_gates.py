@@ -169,7 +169,7 @@ def test_profile_validity_records_plain_passed_for_an_exit(profile: RiskProfileS
 def test_drawdown_halt_denies_new_risk_recording_drawdown_and_limit(profile: RiskProfileSpec) -> None:
     admitted, outcomes = _run(_entry(), _view(drawdown_halted=True, drawdown=0.3), profile)
     assert not admitted
-    assert outcomes[-1] == GateOutcome(Gate.DRAWDOWN, False, GateReason.DRAWDOWN_LIMIT, 0.3, 0.25)
+    assert outcomes[-1] == GateOutcome(Gate.DRAWDOWN, False, GateReason.DRAWDOWN_LIMIT, 0.3, profile.drawdown_resume_pct)
 
 
 def test_drawdown_gate_follows_the_halt_flag_not_the_current_drawdown(profile: RiskProfileSpec) -> None:
@@ -184,7 +184,7 @@ def test_drawdown_gate_follows_the_halt_flag_not_the_current_drawdown(profile: R
 def test_drawdown_halt_passes_exits(profile: RiskProfileSpec) -> None:
     admitted, outcomes = _run(_exit(), _view(drawdown_halted=True, drawdown=0.3), profile)
     assert admitted
-    assert outcomes[2] == GateOutcome(Gate.DRAWDOWN, True, GateReason.PASSED_REDUCES_RISK, 0.3, 0.25)
+    assert outcomes[2] == GateOutcome(Gate.DRAWDOWN, True, GateReason.PASSED_REDUCES_RISK, 0.3, profile.drawdown_resume_pct)
 
 
 # ------------------------------------------------------------------ capital and concurrency

@@ -16,6 +16,8 @@ from backend.config.schema import FeatureSetSpec, FeatureSpec
 from backend.data.simulator import simulate_ohlcv
 from backend.features.build import build_features
 from backend.features.labels import forward_return_labels
+
+BAR_MS = 300_000  # 5-minute bars
 from backend.features.registry import builder_names
 from tests.stubs import small_spec
 
@@ -94,8 +96,8 @@ def test_changing_btc_after_t_moves_the_cross_asset_feature_of_other_symbols_onl
 def test_labels_do_look_forward_so_the_check_separates_them_from_features(bars: pl.DataFrame) -> None:
     horizon = 6
     cut_ts = START + 150 * BAR
-    original = forward_return_labels(bars, horizon, 0.0)
-    changed = forward_return_labels(perturb_after(bars, cut_ts), horizon, 0.0)
+    original = forward_return_labels(bars, horizon, 0.0, BAR_MS)
+    changed = forward_return_labels(perturb_after(bars, cut_ts), horizon, 0.0, BAR_MS)
     before = pl.col("ts") <= cut_ts
     # The labels of the last `horizon` bars up to t read closes after t, so they move ...
     in_reach = before & (pl.col("ts") > cut_ts - horizon * BAR)

@@ -60,8 +60,8 @@ def test_env_key_turns_a_dotted_name_into_a_variable_name() -> None:
             "pred.p_up <= profile.exit_max_p_up or pred.expected_return < pos.unrealized_return",
             [True, True, False, True, False],
         ),
-        # not inverts the comparison's result, so a NaN input (False) becomes True
-        ("not pred.p_up >= profile.entry_min_p_up", [True, True, False, False, True]),
+        # not inverts the comparison, but a missing (NaN) input never passes a guard
+        ("not pred.p_up >= profile.entry_min_p_up", [True, True, False, False, False]),
         (
             "pred.p_up >= profile.entry_min_p_up and pred.expected_return > feat.vol_48 or pred.p_up < profile.exit_max_p_up",
             [True, False, True, False, False],
@@ -94,6 +94,10 @@ def test_nan_compares_false_in_every_direction() -> None:
     nan = np.array([NAN, NAN])
     for op in ("<", "<=", ">", ">="):
         assert evaluate(f"pred.p_up {op} profile.entry_min_p_up", pred__p_up=nan) == [False, False]
+
+
+def test_a_missing_scalar_input_fails_the_guard_for_every_symbol() -> None:
+    assert evaluate("not pred.p_up >= profile.entry_min_p_up", profile__entry_min_p_up=NAN) == [False] * 5
 
 
 def test_division_by_zero_gives_inf_or_nan_without_warnings() -> None:
