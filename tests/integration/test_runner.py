@@ -138,7 +138,9 @@ def test_a_second_simulated_load_reuses_the_lake_without_rewriting_it(pipeline: 
 
 
 def test_a_lake_run_reads_what_a_simulated_run_wrote(pipeline: Pipeline, home: Home, loaded: tuple[pl.DataFrame, dict[str, str]]) -> None:
-    spec = small_spec("data=lake", f"data.source={simulated_source(pipeline.spec)}")
+    spec = small_spec(
+        "data=lake", f"data.source={simulated_source(pipeline.spec)}", "data.timeframe=5m", "data.start=2025-01-01", "data.days=10"
+    )
 
     bars, snapshot = load_bars(spec, home, _quiet)
 
@@ -147,7 +149,7 @@ def test_a_lake_run_reads_what_a_simulated_run_wrote(pipeline: Pipeline, home: H
 
 
 def test_a_lake_run_over_a_source_the_lake_lacks_is_a_data_error(home: Home) -> None:
-    spec = small_spec("data=lake", "data.source=nothing-here")
+    spec = small_spec("data=lake", "data.source=nothing-here", "data.timeframe=5m")
 
     with pytest.raises(DataError) as caught:
         load_bars(spec, home, _quiet)

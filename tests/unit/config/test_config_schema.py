@@ -195,7 +195,8 @@ def test_real_run_switches_data_to_shared_binance_hourly_bars() -> None:
 def test_lake_data_option_reads_the_named_lake_source() -> None:
     spec = compose_spec(["data=lake"])
     assert isinstance(spec.data, LakeDataSpec)
-    assert (spec.data.kind, spec.data.source, spec.data.days) == ("lake", "simulated", 60)
+    assert (spec.data.kind, spec.data.source, spec.data.timeframe, spec.data.days) == ("lake", "binance", "1h", 365)
+    assert spec.symbols == ("BTC", "ETH")
 
 
 def test_data_symbols_override_selects_a_sorted_distinct_subset() -> None:
