@@ -20,6 +20,7 @@ from backend.engine.clock import WallClock
 from backend.engine.pipeline import compile_pipeline
 from backend.errors import ActsError
 from backend.home import Home, acts_home
+from scripts.commands import command_modules
 
 SUMMARY_KEYS = (
     "run",
@@ -42,7 +43,7 @@ SUMMARY_KEYS = (
 )
 
 
-def _progress(err: TextIO):
+def progress_printer(err: TextIO):
     def say(message: str) -> None:
         print(f"[acts] {message}", file=err, flush=True)
 
@@ -75,7 +76,7 @@ def cmd_config(args: argparse.Namespace, out: TextIO) -> int:
     return 0
 
 
-def _print_summary(summary: dict, out: TextIO) -> None:
+def print_summary(summary: dict, out: TextIO) -> None:
     width = max(len(k) for k in SUMMARY_KEYS)
     for key in SUMMARY_KEYS:
         out.write(f"  {key:<{width}}  {summary.get(key)}\n")
@@ -84,9 +85,9 @@ def _print_summary(summary: dict, out: TextIO) -> None:
 def cmd_backtest(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     raw, run_dir = compose_with_hydra(args.overrides)
     pipeline = compile_pipeline(validate_raw(raw))
-    summary = run_backtest(pipeline, Home(acts_home()), run_dir, WallClock(), _progress(err))
+    summary = run_backtest(pipeline, Home(acts_home()), run_dir, WallClock(), progress_printer(err))
     out.write(f"backtest {pipeline.spec.name} finished\n")
-    _print_summary(summary, out)
+    print_summary(summary, out)
     out.write(f"run folder: {summary['run_dir']}\nreport: {summary['report']}\n")
     return 0
 
@@ -114,20 +115,6 @@ def cmd_replay(args: argparse.Namespace, out: TextIO) -> int:
     return 0 if report.identical or args.overrides else 1
 
 
-def cmd_demo(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    """Build the lake, train, backtest and replay on the embedded defaults, offline."""
-    raw, run_dir = compose_with_hydra(args.overrides)
-    pipeline = compile_pipeline(validate_raw(raw))
-    summary = run_backtest(pipeline, Home(acts_home()), run_dir, WallClock(), _progress(err))
-    _progress(err)("replaying the run from its recorded inputs")
-    report = replay(Path(summary["run_dir"]))
-    out.write(f"ACTS demo: backtest {pipeline.spec.name} on {summary['symbols']} symbols, offline\n")
-    _print_summary(summary, out)
-    out.write(f"  replay_identical  {report.identical}\n")
-    out.write(f"run folder: {summary['run_dir']}\nreport: {summary['report']}\n")
-    return 0 if report.identical else 1
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="acts", description="ACTS: AI crypto trading system")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -147,8 +134,8 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("run_dir")
     rep.add_argument("overrides", nargs="*", help="risk/strategy/execution overrides: report where decisions diverge")
     rep.add_argument("--json", action="store_true")
-    demo = sub.add_parser("demo", help="the offline quick start: lake, train, backtest, replay")
-    demo.add_argument("overrides", nargs="*")
+    for module in command_modules():
+        module.register(sub)
     return parser
 
 
@@ -167,7 +154,7 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None, err: Text
             return cmd_backtest(args, out, err)
         if args.command == "replay":
             return cmd_replay(args, out)
-        return cmd_demo(args, out, err)
+        return args.handler(args, out, err)
     except ActsError as error:
         err.write(f"acts: error: {error}\n")
         return 2

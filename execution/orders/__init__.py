@@ -1,0 +1,1 @@
+"""Orders: the exchange order lifecycle and its durable journal."""
