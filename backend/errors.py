@@ -23,3 +23,44 @@ class ModelError(ActsError):
 
 class ReplayError(ActsError):
     """A recorded run cannot be replayed from its inputs."""
+
+
+class ControlError(ActsError):
+    """A control-plane action (kill switch) was refused; the message names the field and the value."""
+
+
+class AuditError(ActsError):
+    """An audit (config-diff replay, run comparison) cannot be produced as asked."""
+
+
+class TrainingTaskError(ModelError):
+    """A training task failed after its retries; names the scope (symbol or ``global``) and the fold."""
+
+    def __init__(self, message: str, scope: str, fold: int) -> None:
+        super().__init__(message)
+        self.scope = scope
+        self.fold = fold
+
+
+class RegistryError(ModelError):
+    """A model registry record is missing, malformed, or asked for a transition its status forbids."""
+
+
+class PromotionRefused(ModelError):
+    """A candidate failed one or more promotion gates; the message lists each with figure and bound."""
+
+
+class ProviderCallRefused(ConfigError):
+    """A market data provider call is forbidden by the active policy (e.g. during training)."""
+
+
+class ProviderError(DataError):
+    """A market data provider failed or answered with an error after every retry."""
+
+
+class PayloadError(DataError):
+    """A provider payload cannot be turned into bars; its batch is quarantined, the lake is unchanged."""
+
+
+class SandboxError(ActsError):
+    """An API emulator cannot start or serve as asked (port taken, bad bounds)."""

@@ -1,8 +1,8 @@
 """The decision log: one row per strategy decision, canonical and hashable.
 
 A row carries what governance section 10 asks: the model outputs, the state before and after,
-the transition and its reason code, every risk-gate outcome, the guard's inputs, and the
-profile version and parameter values in force. The log's hash is taken over canonical JSON
+the transition and its reason code, every risk-gate outcome, the guard's inputs, the campaign the
+decision belongs to, and the profile version and parameter values in force. The log's hash is taken over canonical JSON
 lines, so it depends on the decisions only, never on a file format's bytes.
 """
 
@@ -36,6 +36,7 @@ DECISION_SCHEMA: dict[str, pl.DataType] = {
     "ref_price": pl.Float64(),
     "equity": pl.Float64(),
     "order_id": pl.String(),
+    "campaign_id": pl.String(),
     "profile_version": pl.String(),
     "profile_params": pl.String(),
     "model_version": pl.String(),

@@ -171,6 +171,7 @@ class ModelSpec(Spec):
     specialist: LgbmParamsSpec
     global_model: LgbmParamsSpec
     specialist_weight: Fraction
+    source: Literal["train", "promoted"] = "train"
 
 
 # ---------------------------------------------------------------- training
@@ -193,11 +194,69 @@ class LabelSpec(Spec):
     horizon_bars: Annotated[int, Field(ge=1, le=10_000)]
 
 
+class RecoverySpec(Spec):
+    """The recovery target: trained on rows in a severe adverse state (``adverse_depth >= min_depth``)."""
+
+    lookback_bars: Annotated[int, Field(ge=1, le=100_000)] = 288
+    recover_fraction: Annotated[float, Field(gt=0.0, le=1.0)] = 0.5
+    min_depth: Annotated[float, Field(gt=0.0, le=1.0)] = 0.05
+    min_rows: Annotated[int, Field(ge=10, le=10_000_000)] = 200
+
+
+class RaySpec(Spec):
+    """Where training tasks run: serially in-process, on a local Ray, or on a Ray cluster at ``address``."""
+
+    enabled: bool = False
+    address: Annotated[str, Field(min_length=1, max_length=200)] | None = None
+    num_cpus: Annotated[int, Field(ge=1, le=1024)] = 2
+    max_retries: Annotated[int, Field(ge=0, le=10)] = 2
+
+
+class FailureInjectionSpec(Spec):
+    """Test hook: training the named symbol (or ``global``) in the named fold raises, on every attempt."""
+
+    scope: Name
+    fold: Annotated[int, Field(ge=0, le=120)]
+
+
+class PromotionSpec(Spec):
+    """Promotion gates: a candidate is promoted only when every bound holds."""
+
+    min_auc: Annotated[float, Field(ge=0.0, le=1.0)] = 0.5
+    max_calibration_error: Annotated[float, Field(ge=0.0, le=1.0)] = 0.1
+    min_ic: Annotated[float, Field(ge=-1.0, le=1.0)] = 0.0
+    min_fold_auc: Annotated[float, Field(ge=0.0, le=1.0)] = 0.45
+    min_auc_improvement: Annotated[float, Field(ge=-1.0, le=1.0)] = 0.0
+    max_strategy_shortfall_pct: Annotated[float, Field(ge=0.0, le=100.0)] = 0.0
+
+
+class DriftTriggerSpec(Spec):
+    """Drift monitors: population stability per feature, rolling log loss and calibration."""
+
+    window_bars: Annotated[int, Field(ge=10, le=10_000_000)] = 2016
+    max_psi: Annotated[float, Field(ge=0.0, le=100.0)] = 0.25
+    max_log_loss_increase: Annotated[float, Field(ge=0.0, le=100.0)] = 0.05
+    max_calibration_error: Annotated[float, Field(ge=0.0, le=1.0)] = 0.15
+
+
+class ScheduleSpec(Spec):
+    """``acts train --schedule``: retrain every ``cadence_hours`` and whenever a drift trigger fires."""
+
+    cadence_hours: Annotated[float, Field(gt=0.0, le=10_000.0)] = 24.0
+    poll_seconds: Annotated[float, Field(gt=0.0, le=86_400.0)] = 300.0
+    drift: DriftTriggerSpec = DriftTriggerSpec()
+
+
 class TrainingSpec(Spec):
     walk_forward: WalkForwardSpec
     label: LabelSpec
     num_threads: Annotated[int, Field(ge=1, le=64)]
     max_train_rows: Annotated[int, Field(ge=100, le=100_000_000)]
+    recovery: RecoverySpec = RecoverySpec()
+    ray: RaySpec = RaySpec()
+    promotion: PromotionSpec = PromotionSpec()
+    schedule: ScheduleSpec = ScheduleSpec()
+    inject_failure: FailureInjectionSpec | None = None
 
     @model_validator(mode="after")
     def _purge_covers_label(self) -> TrainingSpec:
@@ -232,12 +291,22 @@ class RiskProfileSpec(Spec):
     max_total_exposure: ExposureLimitSpec
     max_cluster_exposure: ExposureLimitSpec
     position_size_pct: Annotated[float, Field(gt=0.0, le=1.0)]
+    min_order_usd: Annotated[float, Field(ge=0.0, le=1e6)]
     max_drawdown_pct: Annotated[float, Field(gt=0.0, le=1.0)]
     drawdown_resume_pct: Annotated[float, Field(ge=0.0, le=1.0)]
+    drawdown_reanchor_hours: Annotated[float, Field(ge=0.0, le=8760.0)]
     entry_min_p_up: Annotated[float, Field(ge=0.5, le=1.0)]
     entry_min_expected_return: Annotated[float, Field(ge=-0.1, le=0.5)]
     exit_max_p_up: Annotated[float, Field(ge=0.0, le=1.0)]
     exit_max_expected_return: Annotated[float, Field(ge=-0.5, le=0.1)]
+    scale_out_max_p_up: Annotated[float, Field(ge=0.0, le=1.0)]
+    scale_out_fraction: Annotated[float, Field(gt=0.0, lt=1.0)]
+    take_profit_pct: Annotated[float, Field(gt=0.0, le=10.0)]
+    reentry_min_p_up: Annotated[float, Field(ge=0.5, le=1.0)]
+    reentry_min_expected_return: Annotated[float, Field(ge=-0.1, le=0.5)]
+    severe_loss_pct: Annotated[float, Field(gt=0.0, lt=1.0)]
+    recovery_exit_max_p: Annotated[float, Field(ge=0.0, le=1.0)]
+    recovery_reduce_max_p: Annotated[float, Field(ge=0.0, le=1.0)]
 
     @model_validator(mode="after")
     def _coherent(self) -> RiskProfileSpec:
@@ -249,6 +318,18 @@ class RiskProfileSpec(Spec):
         if self.exit_max_p_up > self.entry_min_p_up:
             raise ValueError(
                 f"'exit_max_p_up' must be <= entry_min_p_up ({self.entry_min_p_up}), was {self.exit_max_p_up}"
+            )
+        # The scale-out bar sits between the exit bar and the re-entry bar, so a weakening edge
+        # cannot both scale out and re-enter at one value.
+        if not self.exit_max_p_up <= self.scale_out_max_p_up < self.reentry_min_p_up:
+            raise ValueError(
+                f"'scale_out_max_p_up' must be >= exit_max_p_up ({self.exit_max_p_up}) and < reentry_min_p_up "
+                f"({self.reentry_min_p_up}), was {self.scale_out_max_p_up}"
+            )
+        if self.recovery_exit_max_p > self.recovery_reduce_max_p:
+            raise ValueError(
+                f"'recovery_exit_max_p' must be <= recovery_reduce_max_p ({self.recovery_reduce_max_p}), "
+                f"was {self.recovery_exit_max_p}"
             )
         return self
 
@@ -267,14 +348,29 @@ class StateSpec(Spec):
     hold_reason: Name
 
 
+class SizingSpec(Spec):
+    """How an ``enter``/``reenter`` sizes its target position: a rule and the profile parameter it reads."""
+
+    rule: Literal["fraction_of_pv"]
+    parameter: Name
+
+
+class FractionSpec(Spec):
+    """The share of the holding a ``scale_out`` sells: the profile parameter that holds it."""
+
+    parameter: Name
+
+
 class TransitionSpec(Spec):
     name: Name
     source: Name
     target: Name
     guard: Annotated[str, Field(min_length=1, max_length=2000)]
-    action: Literal["enter", "exit", "none"]
+    action: Literal["enter", "scale_out", "exit", "reenter", "none"]
     reason: Name
     priority: Annotated[int, Field(ge=0, le=1000)]
+    sizing: SizingSpec | None = None
+    fraction: FractionSpec | None = None
 
 
 class StrategySpec(Spec):

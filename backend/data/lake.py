@@ -153,11 +153,66 @@ def _write_atomic(frame: pl.DataFrame, path: Path) -> None:
         raise
 
 
-def write_ohlcv(root: Path, frame: pl.DataFrame, timeframe: str) -> list[Path]:
+def _months(frame: pl.DataFrame) -> dict[tuple, pl.DataFrame]:
+    opened = pl.from_epoch("ts", time_unit="ms")
+    # An integer yyyymm key partitions about twice as fast as a formatted string.
+    month = (opened.dt.year().cast(pl.Int32) * 100 + opened.dt.month()).alias("_month")
+    return frame.with_columns(month).partition_by("source", "symbol", "_month", as_dict=True)
+
+
+def _month_path(root: Path, source: str, timeframe: str, symbol: str, yyyymm: int) -> Path:
+    return _symbol_dir(root, source, timeframe, symbol) / f"{yyyymm // 100:04d}-{yyyymm % 100:02d}.parquet"
+
+
+_VALUE_COLUMNS = ("open", "high", "low", "close", "volume")
+
+
+def conflicting_bars(root: Path, frame: pl.DataFrame, timeframe: str) -> pl.DataFrame:
+    """Return the bars of ``frame`` whose (source, symbol, ts) is in the lake with other values.
+
+    Parameters
+    ----------
+    root : Path
+        Lake root directory.
+    frame : pl.DataFrame
+        Valid bars (see :func:`validate_ohlcv`).
+    timeframe : str
+        Bar length of every row.
+
+    Returns
+    -------
+    pl.DataFrame
+        ``ts, symbol, source``, then ``old_<column>`` and ``new_<column>`` for open, high, low, close,
+        volume and batch_id; sorted by (source, symbol, ts); empty when nothing conflicts.
+    """
+    frame = validate_ohlcv(frame, timeframe)
+    found = []
+    for (source, symbol, yyyymm), part in _months(frame).items() if frame.height else ():
+        path = _month_path(root, source, timeframe, symbol, yyyymm)
+        if not path.is_file():
+            continue
+        old = pl.read_parquet(path).select("ts", *_VALUE_COLUMNS, "batch_id")
+        joined = old.join(part.drop("_month"), on="ts", how="inner", suffix="_new")
+        differs = pl.any_horizontal(pl.col(c) != pl.col(f"{c}_new") for c in _VALUE_COLUMNS)
+        found.append(
+            joined.filter(differs).select(
+                "ts", "symbol", "source",
+                *(pl.col(c).alias(f"old_{c}") for c in (*_VALUE_COLUMNS, "batch_id")),
+                *(pl.col(f"{c}_new").alias(f"new_{c}") for c in (*_VALUE_COLUMNS, "batch_id")),
+            )
+        )  # fmt: skip
+    columns = {"ts": pl.Int64(), "symbol": pl.String(), "source": pl.String()}
+    for prefix in ("old_", "new_"):
+        columns.update({f"{prefix}{c}": OHLCV_SCHEMA[c] for c in (*_VALUE_COLUMNS, "batch_id")})
+    return pl.concat([pl.DataFrame(schema=columns), *found]).sort("source", "symbol", "ts")
+
+
+def write_ohlcv(root: Path, frame: pl.DataFrame, timeframe: str, supersede: bool = False) -> list[Path]:
     """Validate bars and merge them into the month files of the lake.
 
-    Existing bars win: a row whose ``ts`` is already in its month file is ignored (a later data
-    issue adds revision evidence for such conflicts); new ``ts`` are added. A file whose content
+    By default existing bars win: a row whose ``ts`` is already in its month file is ignored; new
+    ``ts`` are added. With ``supersede=True`` a row replaces the bar at its ``ts`` (callers record
+    the old values as revision evidence first, see :func:`conflicting_bars`). A file whose content
     would not change is not rewritten. Every row is validated before any file is written, and each
     file is written to ``.<name>.tmp-<pid>`` next to it and then ``os.replace``-d into place.
 
@@ -183,17 +238,21 @@ def write_ohlcv(root: Path, frame: pl.DataFrame, timeframe: str) -> list[Path]:
     frame = validate_ohlcv(frame, timeframe)
     if frame.is_empty():
         return []
-    opened = pl.from_epoch("ts", time_unit="ms")
-    # An integer yyyymm key partitions about twice as fast as a formatted string.
-    month = (opened.dt.year().cast(pl.Int32) * 100 + opened.dt.month()).alias("_month")
-    parts = frame.with_columns(month).partition_by("source", "symbol", "_month", as_dict=True)
     planned: list[tuple[Path, pl.DataFrame]] = []
     # Merge everything first so that a failure while reading leaves the lake as it was.
-    for (source, symbol, yyyymm), part in parts.items():
-        name = f"{yyyymm // 100:04d}-{yyyymm % 100:02d}.parquet"
-        path = _symbol_dir(root, source, timeframe, symbol) / name
+    for (source, symbol, yyyymm), part in _months(frame).items():
+        path = _month_path(root, source, timeframe, symbol, yyyymm)
         part = part.drop("_month")
-        if path.is_file():
+        if supersede and path.is_file():
+            old = pl.read_parquet(path)
+            # A bar equal in value keeps its old batch id: only a real revision replaces a row.
+            same = old.join(part, on=["ts", *_VALUE_COLUMNS], how="semi", nulls_equal=False).select("ts")
+            part = part.join(same, on="ts", how="anti")
+            merged = pl.concat([old.join(part, on="ts", how="anti"), part]).sort("ts")
+            if merged.equals(old):
+                continue
+            part = merged
+        elif path.is_file():
             # Reading only ts first keeps the common no-change case cheap.
             new = part.join(pl.read_parquet(path, columns=["ts"]), on="ts", how="anti")
             if new.is_empty():

@@ -16,7 +16,7 @@ from backend.errors import ConfigError
 from backend.home import Home
 from backend.models.bundle import save_bundle
 
-_MARKER_KIND = {"enter": "entry", "exit": "exit"}
+_MARKER_KIND = {"enter": "entry", "exit": "exit", "scale_out": "scale_out", "reenter": "reentry"}
 
 
 def prepare_run_dir(run_dir: Path, create: bool = True) -> Path:
@@ -80,8 +80,12 @@ def write_outputs(run_dir: Path, outcome: Outcome) -> None:
             "qty": [str(f.qty) for f in ledger],
             "price": [str(f.price) for f in ledger],
             "fee": [str(f.fee) for f in ledger],
+            "campaign_id": [f.campaign_id for f in ledger],
         },
-        schema={"order_id": pl.String, "ts": pl.Int64, "symbol": pl.String, "side": pl.String, "qty": pl.String, "price": pl.String, "fee": pl.String},
+        schema={
+            "order_id": pl.String, "ts": pl.Int64, "symbol": pl.String, "side": pl.String, "qty": pl.String,
+            "price": pl.String, "fee": pl.String, "campaign_id": pl.String,
+        },  # fmt: skip
     ).write_parquet(run_dir / "fills.parquet")
     pl.DataFrame({"ts": outcome.matrix.ts_ms, "equity": outcome.equity}).write_parquet(run_dir / "equity.parquet")
     states = {s: outcome.states[:, i] for i, s in enumerate(outcome.matrix.symbols)}

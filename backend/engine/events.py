@@ -14,6 +14,8 @@ class BarBatch:
 
     ``has_bar`` is False where a symbol has no bar (a gap): its prices are NaN and nothing is
     evaluated for it. ``pred`` and ``feat`` hold the model outputs and features per symbol.
+    ``matrix`` is the matrix a backtest batch is row ``index`` of (None for a live batch): the
+    engine evaluates state-independent guards over the whole matrix once, ahead of the loop.
     """
 
     index: int
@@ -23,6 +25,7 @@ class BarBatch:
     has_bar: np.ndarray
     pred: Mapping[str, np.ndarray]
     feat: Mapping[str, np.ndarray]
+    matrix: MarketMatrix | None = None
 
 
 @dataclass(frozen=True)
@@ -50,4 +53,5 @@ class MarketMatrix:
                 self.has_bar[t],
                 {k: v[t] for k, v in pred_items},
                 {k: v[t] for k, v in feat_items},
+                self,
             )

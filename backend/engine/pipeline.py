@@ -9,7 +9,7 @@ from backend.config.schema import RunSpec
 from backend.features.registry import validate_feature_set
 from backend.strategy.graph import CompiledGraph, compile_graph
 
-PREDICTION_OUTPUTS = ("p_up", "expected_return")
+PREDICTION_OUTPUTS = ("p_up", "expected_return", "p_recovery")
 POSITION_FIELDS = ("unrealized_return", "exposure_pct")
 PORTFOLIO_FIELDS = ("drawdown", "exposure_pct", "open_positions")
 

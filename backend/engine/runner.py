@@ -18,23 +18,29 @@ import polars as pl
 
 from backend.audit.decisions import decision_log_sha256
 from backend.config.canonical import canonical_json, content_hash, sha256_hex
-from backend.config.schema import LakeDataSpec, RunSpec, SharedDataSpec
+from backend.config.schema import LakeDataSpec, Mode, RunSpec, SharedDataSpec
 from backend.data import lake
 from backend.data.shared_loader import default_shared_dir, import_shared
 from backend.data.simulator import simulate_ohlcv
 from backend.engine.clock import SimulatedClock, WallClock
 from backend.engine.core import Engine, Stamp
 from backend.engine.events import MarketMatrix
-from backend.engine.pipeline import Pipeline
-from backend.errors import DataError
+from backend.engine.pipeline import PREDICTION_OUTPUTS, Pipeline
+from backend.errors import DataError, ModelError
 from backend.features.build import build_features
-from backend.features.labels import forward_return_labels
-from backend.home import Home
+from backend.features.labels import forward_return_labels, recovery_labels
+from backend.home import Home, acts_home
 from backend.models.bundle import ModelBundle
+from backend.models.parallel import ray_temp_dir
+from backend.models.registry import ModelRegistry
 from backend.models.train import predict_bundle, train_walk_forward
 
 Progress = Callable[[str], None]
 BAR_COLUMNS = ("ts", "symbol", "open", "high", "low", "close", "volume")
+# Modes that act on the market (or shadow it): they may only use a promoted model.
+PROMOTED_ONLY_MODES = (Mode.PAPER, Mode.SHADOW, Mode.LIVE)
+# Training settings that change where or whether models are trained, never the models themselves.
+_EXECUTION_ONLY = {"ray", "promotion", "schedule", "inject_failure"}
 
 
 @dataclass(frozen=True)
@@ -81,24 +87,81 @@ def load_bars(spec: RunSpec, home: Home, progress: Progress) -> tuple[pl.DataFra
     return bars.select(BAR_COLUMNS), lake.snapshot(files, home.lake)
 
 
-def train_bundle(pipeline: Pipeline, bars: pl.DataFrame, snapshot: dict[str, str], progress: Progress) -> ModelBundle:
-    """Train the walk-forward bundle for ``pipeline`` on ``bars``."""
+def round_trip_cost(spec: RunSpec) -> float:
+    """Return the label cost: fees and slippage in and out, as a fraction."""
+    return 2.0 * (spec.execution.taker_fee_bps + spec.execution.slippage_bps) / 10_000.0
+
+
+def training_dataset(spec: RunSpec, bars: pl.DataFrame) -> pl.DataFrame:
+    """Return features joined with every label (up, return, recovery and adverse depth), by ``(ts, symbol)``."""
+    features = build_features(bars, spec.features, spec.universe.clusters)
+    label = spec.training.label
+    recovery = spec.training.recovery
+    labels = forward_return_labels(bars, label.horizon_bars, round_trip_cost(spec), spec.data.bar_ms)
+    recover = recovery_labels(bars, label.horizon_bars, recovery.lookback_bars, recovery.recover_fraction, spec.data.bar_ms)
+    return features.join(labels, on=["ts", "symbol"], how="left").join(
+        recover.select("ts", "symbol", "label_recover", "adverse_depth"), on=["ts", "symbol"], how="left"
+    )
+
+
+def model_training_json(spec: RunSpec) -> str:
+    """Return the canonical JSON of the training settings that shape the models (not Ray, gates or schedule)."""
+    return canonical_json({k: v for k, v in spec.training.model_dump(mode="json").items() if k not in _EXECUTION_ONLY})
+
+
+def train_bundle(
+    pipeline: Pipeline,
+    bars: pl.DataFrame,
+    snapshot: dict[str, str],
+    progress: Progress,
+    home: Home | None = None,
+    dataset: pl.DataFrame | None = None,
+) -> ModelBundle:
+    """Return the bundle for ``pipeline``: trained walk-forward on ``bars``, or the promoted one.
+
+    With ``model.source=promoted`` the registry's promoted bundle is loaded (and verified) instead
+    of training. Paper, shadow and live modes accept only that. ``dataset`` is
+    :func:`training_dataset` of ``bars`` when the caller has it already.
+
+    Raises
+    ------
+    ModelError
+        When a market-facing mode asks to train, when no model is promoted, or when the promoted
+        bundle needs features the run does not compute.
+    """
     spec = pipeline.spec
-    features = build_features(bars, spec.features)
-    cost = 2.0 * (spec.execution.taker_fee_bps + spec.execution.slippage_bps) / 10_000.0
-    labels = forward_return_labels(bars, spec.training.label.horizon_bars, cost, spec.data.bar_ms)
-    dataset = features.join(labels, on=["ts", "symbol"], how="left")
+    home = home if home is not None else Home(acts_home())
+    if spec.model.source == "promoted":
+        bundle = ModelRegistry.of_home(home).promoted_bundle()
+        missing = sorted(set(bundle.feature_names) - set(pipeline.feature_names))
+        if missing:
+            raise ModelError(f"promoted model {bundle.version} needs features this run does not compute: {missing}")
+        progress(f"using promoted model {bundle.version}")
+        return bundle
+    if spec.mode in PROMOTED_ONLY_MODES:
+        raise ModelError(
+            f"mode {spec.mode.value} runs only on a promoted model: set model.source=promoted (was {spec.model.source!r})"
+        )
+    dataset = dataset if dataset is not None else training_dataset(spec, bars)
     lineage = {
         "spec_hash": pipeline.spec_hash,
         "features": canonical_json(spec.features),
         "feature_set_hash": content_hash(spec.features),
-        "training": canonical_json(spec.training),
-        "label_round_trip_cost": cost,
+        "training": model_training_json(spec),
+        "label_round_trip_cost": round_trip_cost(spec),
         "lake_snapshot": snapshot,
         "inputs_sha256": frame_sha256(bars),
     }
     return train_walk_forward(
-        dataset, pipeline.feature_names, spec.universe.clusters, spec.model, spec.training, spec.seed, lineage, progress
+        dataset,
+        pipeline.feature_names,
+        spec.universe.clusters,
+        spec.model,
+        spec.training,
+        spec.seed,
+        lineage,
+        progress,
+        ray_temp_dir(home.root),
     )
 
 
@@ -124,8 +187,9 @@ def market_matrix(pipeline: Pipeline, bars: pl.DataFrame, bundle: ModelBundle, n
     """Build features and predictions and align everything to ``(time, symbol)`` matrices."""
     spec = pipeline.spec
     symbols = spec.symbols
-    features = build_features(bars, spec.features)
-    predictions = predict_bundle(bundle, features, spec.universe.clusters, num_threads)
+    features = build_features(bars, spec.features, spec.universe.clusters)
+    # A promoted model predicts forward: its last fold's boosters cover every bar after its last test span.
+    predictions = predict_bundle(bundle, features, spec.universe.clusters, num_threads, forward=spec.model.source == "promoted")
     times = np.unique(bars["ts"].to_numpy())
     shape = (len(times), len(symbols))
     code = {s: i for i, s in enumerate(symbols)}
@@ -145,7 +209,7 @@ def market_matrix(pipeline: Pipeline, bars: pl.DataFrame, bundle: ModelBundle, n
         open=_matrix(features, "open", bt, bs, shape),
         close=_matrix(features, "close", bt, bs, shape),
         has_bar=has_bar,
-        pred={name: _matrix(predictions, name, pt, ps, shape) for name in ("p_up", "expected_return")},
+        pred={name: _matrix(predictions, name, pt, ps, shape) for name in PREDICTION_OUTPUTS},
         feat={name: _matrix(features, name, bt, bs, shape) for name in pipeline.feature_names},
     )
 

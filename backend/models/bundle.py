@@ -5,12 +5,13 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import asdict, dataclass
+from functools import cached_property
 from pathlib import Path
 
 from backend.config.canonical import canonical_json, sha256_hex
 from backend.errors import ModelError
 
-TARGETS = ("p_up", "expected_return")
+TARGETS = ("p_up", "expected_return", "p_recovery")
 
 
 @dataclass(frozen=True)
@@ -74,12 +75,13 @@ class ModelBundle:
         """Return the content id of the bundle: the name and a hash of its manifest."""
         return f"{self.name}@{sha256_hex(canonical_json(self.manifest()))[:16]}"
 
+    @cached_property
+    def _index(self) -> dict[tuple[int, str, str], TrainedModel]:
+        return {(m.fold, m.scope, m.target): m for m in self.models}
+
     def find(self, fold: int, scope: str, target: str) -> TrainedModel | None:
         """Return the booster for ``(fold, scope, target)``, or None when the bundle has none."""
-        for candidate in self.models:
-            if (candidate.fold, candidate.scope, candidate.target) == (fold, scope, target):
-                return candidate
-        return None
+        return self._index.get((fold, scope, target))
 
     def model(self, fold: int, scope: str, target: str) -> TrainedModel:
         """Return the booster for ``(fold, scope, target)``, or raise ModelError."""

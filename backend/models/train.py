@@ -1,20 +1,30 @@
-"""Walk-forward training of per-symbol specialists and a global cross-asset model, and prediction."""
+"""Walk-forward training of per-symbol specialists and a global cross-asset model, and prediction.
+
+Training is cut into tasks, one per ``(fold, scope)`` where the scope is ``global`` or a symbol.
+A task carries its own matrices and seeds and fits the scope's boosters for every target, so it
+gives the same model texts wherever it runs (in-process or as a Ray task).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import polars as pl
 
 from backend.config.canonical import sha256_hex
-from backend.config.schema import ModelSpec, TrainingSpec
+from backend.config.schema import LgbmParamsSpec, ModelSpec, TrainingSpec
+from backend.errors import ModelError
 from backend.models import lgbm
 from backend.models.bundle import TARGETS, FoldWindow, ModelBundle, TrainedModel
+from backend.models.parallel import run_tasks
 from backend.models.walkforward import make_folds
 
-_OBJECTIVES = {"p_up": "binary", "expected_return": "regression"}
-_LABELS = {"p_up": "label_up", "expected_return": "label_return"}
+_OBJECTIVES = {"p_up": "binary", "expected_return": "regression", "p_recovery": "binary"}
+_LABELS = {"p_up": "label_up", "expected_return": "label_return", "p_recovery": "label_recover"}
+LABEL_COLUMNS = ("label_up", "label_return", "label_recover", "adverse_depth")
 Progress = Callable[[str], None]
 
 
@@ -27,6 +37,113 @@ def _matrix(frame: pl.DataFrame, columns: list[str]) -> np.ndarray:
     return frame.select(columns).to_numpy().astype(np.float64, copy=False)
 
 
+@dataclass(frozen=True)
+class TrainTask:
+    """One ``(fold, scope)``: its feature matrix, labels, parameters and one seed per target.
+
+    ``recovery_rows`` marks the rows in a severe adverse state with a known recovery label: the
+    recovery booster trains on those alone, and only when there are at least ``recovery_min_rows``.
+    """
+
+    fold: int
+    scope: str
+    features: np.ndarray
+    label_up: np.ndarray
+    label_return: np.ndarray
+    label_recover: np.ndarray
+    recovery_rows: np.ndarray
+    params: LgbmParamsSpec
+    seeds: tuple[int, int, int]
+    num_threads: int
+    categorical: tuple[int, ...]
+    recovery_min_rows: int
+    fail: bool = False
+
+
+def fit_task(task: TrainTask) -> tuple[TrainedModel, ...]:
+    """Fit the boosters of one task: ``p_up`` and ``expected_return``, and ``p_recovery`` when it can."""
+    if task.fail:
+        raise ModelError(f"injected failure (training.inject_failure) for {task.scope} in fold {task.fold}")
+    categorical = list(task.categorical) or None
+    out = []
+    for target, labels, seed in (("p_up", task.label_up, task.seeds[0]), ("expected_return", task.label_return, task.seeds[1])):
+        text = lgbm.fit(task.features, labels, task.params, _OBJECTIVES[target], seed, task.num_threads, categorical)
+        out.append(TrainedModel(task.fold, task.scope, target, seed, len(labels), text))
+    rows = task.recovery_rows
+    count = int(rows.sum())
+    if count >= task.recovery_min_rows:
+        text = lgbm.fit(task.features[rows], task.label_recover[rows], task.params, "binary", task.seeds[2], task.num_threads, categorical)
+        out.append(TrainedModel(task.fold, task.scope, "p_recovery", task.seeds[2], count, text))
+    return tuple(out)
+
+
+def fold_windows(times: np.ndarray, training: TrainingSpec) -> list[FoldWindow]:
+    """Return the walk-forward folds over the sorted distinct timestamps ``times``, in UTC ms."""
+    return [
+        FoldWindow(
+            fold.index,
+            int(times[fold.train_start]),
+            int(times[fold.train_end - 1]) + 1,
+            int(times[fold.test_start]),
+            int(times[fold.test_end - 1]) + 1,
+        )
+        for fold in make_folds(len(times), training.walk_forward)
+    ]
+
+
+def plan_tasks(
+    frame: pl.DataFrame,
+    windows: list[FoldWindow],
+    symbols: tuple[str, ...],
+    columns: list[str],
+    model: ModelSpec,
+    training: TrainingSpec,
+    seed: int,
+    progress: Progress,
+) -> Iterator[TrainTask]:
+    """Yield the tasks of every fold in a fixed order: the global model, then each symbol's specialist.
+
+    Tasks are built lazily, so only the tasks in flight hold their matrices.
+    """
+    global_columns = columns + ["symbol_code", "cluster_code"]
+    min_depth = training.recovery.min_depth
+    failure = training.inject_failure
+    for window in windows:
+        train = frame.filter(
+            pl.col("ts").is_between(window.train_start_ms, window.train_end_ms, closed="left")
+            & pl.col("label_return").is_not_null()
+        ).tail(training.max_train_rows)
+        progress(f"fold {window.index}: global model on {train.height} rows")
+        scopes: list[tuple[str, pl.DataFrame, list[str], LgbmParamsSpec, tuple[int, ...]]] = [
+            ("global", train, global_columns, model.global_model, (len(columns), len(columns) + 1))
+        ]
+        for symbol in symbols:
+            rows = train.filter(pl.col("symbol") == symbol)
+            if rows.height < 2 * model.specialist.min_data_in_leaf:
+                # Too little history for a specialist in this fold: the global model alone predicts it.
+                progress(f"fold {window.index}: no specialist for {symbol} ({rows.height} rows)")
+                continue
+            scopes.append((symbol, rows, columns, model.specialist, ()))
+        for scope, rows, names, params, categorical in scopes:
+            recover = rows["label_recover"].to_numpy().astype(np.float64)
+            depth = rows["adverse_depth"].to_numpy().astype(np.float64)
+            yield TrainTask(
+                fold=window.index,
+                scope=scope,
+                features=_matrix(rows, names),
+                label_up=rows["label_up"].to_numpy().astype(np.float64),
+                label_return=rows["label_return"].to_numpy().astype(np.float64),
+                label_recover=recover,
+                recovery_rows=~np.isnan(recover) & (np.nan_to_num(depth, nan=-1.0) >= min_depth),
+                params=params,
+                seeds=tuple(derive_seed(seed, window.index, scope, target) for target in TARGETS),  # type: ignore[arg-type]
+                num_threads=training.num_threads,
+                categorical=categorical,
+                recovery_min_rows=training.recovery.min_rows,
+                fail=failure is not None and (failure.scope, failure.fold) == (scope, window.index),
+            )
+
+
 def train_walk_forward(
     dataset: pl.DataFrame,
     feature_names: tuple[str, ...],
@@ -36,49 +153,27 @@ def train_walk_forward(
     seed: int,
     lineage: dict[str, object],
     progress: Progress = lambda _message: None,
+    ray_temp_dir: Path | None = None,
 ) -> ModelBundle:
     """Train every fold's global model and specialists on ``dataset``.
 
-    ``dataset`` holds ``ts, symbol``, the feature columns and the labels ``label_up`` and
-    ``label_return``, sorted by ``(ts, symbol)``. Folds are cut on its distinct timestamps.
+    ``dataset`` holds ``ts, symbol``, the feature columns and the labels ``label_up``,
+    ``label_return``, ``label_recover`` and ``adverse_depth``, sorted by ``(ts, symbol)``. Folds
+    are cut on its distinct timestamps. Tasks run through Ray when ``training.ray.enabled``
+    (Ray's temp dir is ``ray_temp_dir``), else in this process; the bundle is the same either way.
+
+    Raises
+    ------
+    TrainingTaskError
+        When a task still fails after ``training.ray.max_retries`` retries.
     """
     symbols = tuple(sorted(dataset["symbol"].unique().to_list()))
     cluster_names = tuple(sorted({clusters[s] for s in symbols}))
     frame = _with_context(dataset, symbols, cluster_names, clusters)
-    times = frame["ts"].unique().sort().to_numpy()
-    folds = make_folds(len(times), training.walk_forward)
-    columns = list(feature_names)
-    global_columns = columns + ["symbol_code", "cluster_code"]
-    categorical = [len(columns), len(columns) + 1]
-    windows, models = [], []
-    for fold in folds:
-        window = FoldWindow(
-            fold.index,
-            int(times[fold.train_start]),
-            int(times[fold.train_end - 1]) + 1,
-            int(times[fold.test_start]),
-            int(times[fold.test_end - 1]) + 1,
-        )
-        windows.append(window)
-        train = frame.filter(
-            pl.col("ts").is_between(window.train_start_ms, window.train_end_ms, closed="left")
-            & pl.col("label_return").is_not_null()
-        ).tail(training.max_train_rows)
-        for target in TARGETS:
-            progress(f"fold {fold.index}: global {target} on {train.height} rows")
-            models.append(
-                _fit(train, global_columns, target, model, training, derive_seed(seed, fold.index, "global", target), fold.index, "global", categorical)
-            )
-        for symbol in symbols:
-            rows = train.filter(pl.col("symbol") == symbol)
-            if rows.height < 2 * model.specialist.min_data_in_leaf:
-                # Too little history for a specialist in this fold: the global model alone predicts it.
-                progress(f"fold {fold.index}: no specialist for {symbol} ({rows.height} rows)")
-                continue
-            for target in TARGETS:
-                models.append(
-                    _fit(rows, columns, target, model, training, derive_seed(seed, fold.index, symbol, target), fold.index, symbol, None)
-                )
+    windows = fold_windows(frame["ts"].unique().sort().to_numpy(), training)
+    tasks = plan_tasks(frame, windows, symbols, list(feature_names), model, training, seed, progress)
+    temp_dir = ray_temp_dir if ray_temp_dir is not None else Path("tmp")
+    results = run_tasks(tasks, fit_task, training.ray, temp_dir, progress)
     return ModelBundle(
         name=model.name,
         feature_names=tuple(feature_names),
@@ -86,33 +181,9 @@ def train_walk_forward(
         clusters=cluster_names,
         specialist_weight=model.specialist_weight,
         folds=tuple(windows),
-        models=tuple(models),
+        models=tuple(m for result in results for m in result),
         lineage=lineage,
     )
-
-
-def _fit(
-    rows: pl.DataFrame,
-    columns: list[str],
-    target: str,
-    model: ModelSpec,
-    training: TrainingSpec,
-    seed: int,
-    fold: int,
-    scope: str,
-    categorical: list[int] | None,
-) -> TrainedModel:
-    params = model.global_model if scope == "global" else model.specialist
-    text = lgbm.fit(
-        _matrix(rows, columns),
-        rows[_LABELS[target]].to_numpy(),
-        params,
-        _OBJECTIVES[target],
-        seed,
-        training.num_threads,
-        categorical,
-    )
-    return TrainedModel(fold, scope, target, seed, rows.height, text)
 
 
 def _with_context(
@@ -126,26 +197,43 @@ def _with_context(
     )
 
 
-def predict_bundle(bundle: ModelBundle, features: pl.DataFrame, clusters: dict[str, str], num_threads: int) -> pl.DataFrame:
+def _spans(bundle: ModelBundle, forward: bool) -> list[tuple[FoldWindow, int]]:
+    """Each fold's prediction span end; with ``forward`` the last fold also predicts every later row."""
+    spans = [(w, w.test_end_ms) for w in bundle.folds]
+    if forward and spans:
+        spans[-1] = (spans[-1][0], np.iinfo(np.int64).max)
+    return spans
+
+
+def predict_bundle(
+    bundle: ModelBundle, features: pl.DataFrame, clusters: dict[str, str], num_threads: int, forward: bool = False
+) -> pl.DataFrame:
     """Predict each fold's test span with that fold's models and blend specialist and global outputs.
 
-    Returns ``ts, symbol, fold, p_up, expected_return`` for the rows inside some fold's test span,
-    sorted by ``(ts, symbol)``. Rows outside every test span get no prediction (the strategy sees none).
+    Returns ``ts, symbol, fold, p_up, expected_return, p_recovery`` for the rows inside some fold's
+    test span, sorted by ``(ts, symbol)``. Rows outside every test span get no prediction (the
+    strategy sees none), unless ``forward``: then the last fold's models also predict every row after
+    its test span (a promoted model predicting new bars). ``p_recovery`` is NaN where the fold has
+    no recovery booster in any scope; a scope without one falls back to the global booster.
     """
     frame = _with_context(features.filter(pl.col("symbol").is_in(list(bundle.symbols))), bundle.symbols, bundle.clusters, clusters)
     columns = list(bundle.feature_names)
     global_columns = columns + ["symbol_code", "cluster_code"]
     weight = bundle.specialist_weight
     parts = []
-    for window in bundle.folds:
-        span = frame.filter(pl.col("ts").is_between(window.test_start_ms, window.test_end_ms, closed="left"))
-        out = {"ts": span["ts"].to_numpy(), "symbol": span["symbol"].to_numpy()}
+    for window, span_end in _spans(bundle, forward):
+        span = frame.filter(pl.col("ts").is_between(window.test_start_ms, span_end, closed="left"))
+        out: dict[str, object] = {"ts": span["ts"], "symbol": span["symbol"]}
         # Integer codes: comparing a numpy object array of strings per symbol is far slower.
         codes = span["symbol_code"].to_numpy()
         global_matrix = _matrix(span, global_columns)
         specialist_matrix = global_matrix[:, : len(columns)]
         for target in TARGETS:
-            blended = lgbm.predict(bundle.model(window.index, "global", target).text, global_matrix, num_threads)
+            general = bundle.find(window.index, "global", target)
+            if general is None:
+                out[target] = np.full(span.height, np.nan)
+                continue
+            blended = lgbm.predict(general.text, global_matrix, num_threads)
             for code, symbol in enumerate(bundle.symbols):
                 mask = codes == code
                 specialist = bundle.find(window.index, symbol, target)
@@ -155,6 +243,6 @@ def predict_bundle(bundle: ModelBundle, features: pl.DataFrame, clusters: dict[s
             out[target] = blended
         parts.append(pl.DataFrame(out).with_columns(pl.lit(window.index, dtype=pl.Int64).alias("fold")))
     result = pl.concat(parts) if parts else pl.DataFrame(
-        schema={"ts": pl.Int64, "symbol": pl.String, "p_up": pl.Float64, "expected_return": pl.Float64, "fold": pl.Int64}
+        schema={"ts": pl.Int64, "symbol": pl.String, **{t: pl.Float64 for t in TARGETS}, "fold": pl.Int64}
     )
-    return result.select("ts", "symbol", "fold", "p_up", "expected_return").sort(["ts", "symbol"])
+    return result.select("ts", "symbol", "fold", *TARGETS).sort(["ts", "symbol"])

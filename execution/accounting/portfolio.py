@@ -22,7 +22,7 @@ def to_decimal(value: float, step: Decimal = CENT, rounding: str = ROUND_HALF_EV
 
 @dataclass(frozen=True)
 class Fill:
-    """An executed trade: quantity and price, with the fee charged in USD."""
+    """An executed trade: quantity and price, with the fee charged in USD, and the campaign it belongs to."""
 
     order_id: str
     ts_ms: int
@@ -31,6 +31,7 @@ class Fill:
     qty: Decimal
     price: Decimal
     fee: Decimal
+    campaign_id: str | None = None
 
     @property
     def notional(self) -> Decimal:

@@ -18,6 +18,7 @@ class MarketOrder:
     symbol: str
     side: str
     qty: Decimal
+    campaign_id: str | None = None
 
 
 class SimulatedBroker:
@@ -51,7 +52,7 @@ class SimulatedBroker:
             if qty <= 0:
                 continue
             fee = (qty * price * self.fee_rate).quantize(CENT, rounding=ROUND_HALF_EVEN)
-            fill = Fill(order.order_id, ts_ms, order.symbol, order.side, qty, price, fee)
+            fill = Fill(order.order_id, ts_ms, order.symbol, order.side, qty, price, fee, order.campaign_id)
             portfolio.apply(fill)
             fills.append(fill)
         self.pending = waiting

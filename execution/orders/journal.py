@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from decimal import Decimal
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from backend.sqlite import transaction
 from backend.errors import ActsError
 from execution.orders.lifecycle import TERMINAL, OrderStatus, OrderTrigger, next_status
 
@@ -72,15 +72,8 @@ class OrderJournal:
             for statement in _SCHEMA:
                 self._conn.execute(statement)
 
-    @contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
-        self._conn.execute("BEGIN IMMEDIATE")
-        try:
-            yield self._conn
-        except BaseException:
-            self._conn.execute("ROLLBACK")
-            raise
-        self._conn.execute("COMMIT")
+    def _transaction(self) -> AbstractContextManager[sqlite3.Connection]:
+        return transaction(self._conn)
 
     def record_new(self, client_order_id: str, symbol: str, side: str, qty: Decimal, ts: int, reason: str) -> bool:
         """Journal an order as NEW before it is sent; False, changing nothing, if the id exists."""

@@ -3,8 +3,10 @@
 Order: kill switch, profile validity, drawdown, capital (cash only, no leverage), concurrency,
 total exposure, cluster exposure, exchange minimums. The chain stops at the first denial; every
 gate it evaluated is returned as a ``GateOutcome`` with an enum reason and the figures compared.
-Intents that only reduce risk (exits) pass every gate except profile validity: the kill switch
-and the drawdown gate stop new risk, never the way out.
+Intents that only reduce risk (exits and scale-outs) pass every gate except profile validity: the
+kill switch and the drawdown gate stop new risk, never the way out. Entries and re-entries are new
+risk; a re-entry adds to a position that is already open, so it does not count as a new position
+at the concurrency gate.
 """
 
 from __future__ import annotations
@@ -55,6 +57,7 @@ class OrderIntent:
     ref_price: float
     notional: float
     reduces_risk: bool
+    opens_position: bool = True
 
 
 @dataclass(frozen=True)
@@ -95,60 +98,37 @@ def admit(
     intent: OrderIntent, view: PortfolioView, profile: RiskProfileSpec, fee_rate: float, min_order_usd: float, ordermin: float
 ) -> tuple[bool, tuple[GateOutcome, ...]]:
     """Run the chain for ``intent``; return whether it is admitted and the outcomes evaluated."""
-    outcomes: list[GateOutcome] = []
-
-    def check(gate: Gate, ok: bool, denied: GateReason, value: float, bound: float) -> bool:
-        reason = GateReason.PASSED if ok else denied
-        if ok and intent.reduces_risk and gate not in (Gate.PROFILE_VALID,):
-            reason = GateReason.PASSED_REDUCES_RISK
-        outcomes.append(GateOutcome(gate, ok, reason, float(value), float(bound)))
-        return ok
-
     reduce = intent.reduces_risk
     cost = intent.notional * (1.0 + fee_rate)
-    cluster_now = view.cluster_exposure.get(intent.cluster, 0.0)
+    positions_after = view.open_positions + (1 if intent.opens_position else 0)
+    # The exchange's floor (execution.min_order_usd) or the profile's, whichever is higher.
+    min_usd = max(min_order_usd, profile.min_order_usd)
+    total_after = view.total_exposure + intent.notional
+    total_bound = exposure_bound(profile.max_total_exposure, view.equity)
+    cluster_after = view.cluster_exposure.get(intent.cluster, 0.0) + intent.notional
+    cluster_bound = exposure_bound(profile.max_cluster_exposure, view.equity)
+    # (gate, passes, reason if denied, value, bound), in the documented order. The figures are plain
+    # arithmetic, so they are all computed; the chain still stops at the first denial.
     chain = (
-        lambda: check(Gate.KILL_SWITCH, reduce or not profile.kill_switch, GateReason.KILL_SWITCH_ACTIVE, float(profile.kill_switch), 0.0),
-        lambda: check(Gate.PROFILE_VALID, view.profile_valid, GateReason.PROFILE_INVALID, float(view.profile_valid), 1.0),
+        (Gate.KILL_SWITCH, reduce or not profile.kill_switch, GateReason.KILL_SWITCH_ACTIVE, float(profile.kill_switch), 0.0),
+        (Gate.PROFILE_VALID, view.profile_valid, GateReason.PROFILE_INVALID, float(view.profile_valid), 1.0),
         # Once halted, new risk waits until drawdown is back within the resume bound: that is the bound shown.
-        lambda: check(
-            Gate.DRAWDOWN,
-            reduce or not view.drawdown_halted,
-            GateReason.DRAWDOWN_LIMIT,
-            view.drawdown,
-            profile.drawdown_resume_pct if view.drawdown_halted else profile.max_drawdown_pct,
-        ),
-        lambda: check(Gate.CAPITAL, reduce or cost <= view.cash_available, GateReason.INSUFFICIENT_CASH, cost, view.cash_available),
-        lambda: check(
-            Gate.CONCURRENCY,
-            reduce or view.open_positions + 1 <= profile.max_concurrent_positions,
-            GateReason.MAX_CONCURRENT_POSITIONS,
-            view.open_positions + 1,
-            profile.max_concurrent_positions,
-        ),
-        lambda: check(
-            Gate.TOTAL_EXPOSURE,
-            reduce or view.total_exposure + intent.notional <= exposure_bound(profile.max_total_exposure, view.equity),
-            GateReason.MAX_TOTAL_EXPOSURE,
-            view.total_exposure + intent.notional,
-            exposure_bound(profile.max_total_exposure, view.equity),
-        ),
-        lambda: check(
-            Gate.CLUSTER_EXPOSURE,
-            reduce or cluster_now + intent.notional <= exposure_bound(profile.max_cluster_exposure, view.equity),
-            GateReason.MAX_CLUSTER_EXPOSURE,
-            cluster_now + intent.notional,
-            exposure_bound(profile.max_cluster_exposure, view.equity),
-        ),
-        lambda: check(
-            Gate.MINIMUMS,
-            reduce or (intent.notional >= min_order_usd and intent.qty >= ordermin),
-            GateReason.BELOW_EXCHANGE_MINIMUM,
-            intent.qty,
-            max(ordermin, min_order_usd / intent.ref_price),
-        ),
-    )
-    for gate in chain:
-        if not gate():
+        (Gate.DRAWDOWN, reduce or not view.drawdown_halted, GateReason.DRAWDOWN_LIMIT, view.drawdown,
+         profile.drawdown_resume_pct if view.drawdown_halted else profile.max_drawdown_pct),
+        (Gate.CAPITAL, reduce or cost <= view.cash_available, GateReason.INSUFFICIENT_CASH, cost, view.cash_available),
+        (Gate.CONCURRENCY, reduce or positions_after <= profile.max_concurrent_positions, GateReason.MAX_CONCURRENT_POSITIONS,
+         positions_after, profile.max_concurrent_positions),
+        (Gate.TOTAL_EXPOSURE, reduce or total_after <= total_bound, GateReason.MAX_TOTAL_EXPOSURE, total_after, total_bound),
+        (Gate.CLUSTER_EXPOSURE, reduce or cluster_after <= cluster_bound, GateReason.MAX_CLUSTER_EXPOSURE, cluster_after, cluster_bound),
+        (Gate.MINIMUMS, reduce or (intent.notional >= min_usd and intent.qty >= ordermin), GateReason.BELOW_EXCHANGE_MINIMUM,
+         intent.qty, max(ordermin, min_usd / intent.ref_price)),
+    )  # fmt: skip
+    outcomes: list[GateOutcome] = []
+    for gate, ok, denied, value, bound in chain:
+        if not ok:
+            outcomes.append(GateOutcome(gate, False, denied, float(value), float(bound)))
             return False, tuple(outcomes)
+        # Risk-reducing intents pass with their own reason, except at profile validity, which they meet like any intent.
+        passed = GateReason.PASSED_REDUCES_RISK if reduce and gate is not Gate.PROFILE_VALID else GateReason.PASSED
+        outcomes.append(GateOutcome(gate, True, passed, float(value), float(bound)))
     return True, tuple(outcomes)

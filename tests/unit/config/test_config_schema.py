@@ -116,6 +116,16 @@ def test_balanced_profile_is_the_default_risk_profile(default_spec: RunSpec) -> 
         "entry_min_expected_return": 0.002,
         "exit_max_p_up": 0.45,
         "exit_max_expected_return": -0.002,
+        "min_order_usd": 5.0,
+        "drawdown_reanchor_hours": 48.0,
+        "scale_out_max_p_up": 0.5,
+        "scale_out_fraction": 0.5,
+        "take_profit_pct": 0.05,
+        "reentry_min_p_up": 0.57,
+        "reentry_min_expected_return": 0.003,
+        "severe_loss_pct": 0.08,
+        "recovery_exit_max_p": 0.3,
+        "recovery_reduce_max_p": 0.5,
     }
 
 
@@ -130,6 +140,16 @@ def test_profile_parameters_are_the_numeric_top_level_fields_as_floats(default_s
         "entry_min_expected_return": 0.002,
         "exit_max_p_up": 0.45,
         "exit_max_expected_return": -0.002,
+        "min_order_usd": 5.0,
+        "drawdown_reanchor_hours": 48.0,
+        "scale_out_max_p_up": 0.5,
+        "scale_out_fraction": 0.5,
+        "take_profit_pct": 0.05,
+        "reentry_min_p_up": 0.57,
+        "reentry_min_expected_return": 0.003,
+        "severe_loss_pct": 0.08,
+        "recovery_exit_max_p": 0.3,
+        "recovery_reduce_max_p": 0.5,
     }
 
 
@@ -149,8 +169,8 @@ def test_default_training_model_features_strategy_and_execution(default_spec: Ru
         "ret_1", "ret_12", "ret_48", "vol_48", "range_12", "volume_z_48", "rsi_14", "btc_ret_12"
     ]
     assert default_spec.features.features[-1].symbol == "BTC"
-    assert (default_spec.strategy.name, default_spec.strategy.initial_state) == ("flat_holding_v1", "FLAT")
-    assert [s.name for s in default_spec.strategy.states] == ["FLAT", "HOLDING"]
+    assert (default_spec.strategy.name, default_spec.strategy.initial_state) == ("campaign_v1", "FLAT")
+    assert [s.name for s in default_spec.strategy.states] == ["FLAT", "HOLDING", "PARTIAL", "SEVERE", "RECOVERY_HOLD", "RECOVERY_REDUCED"]
     assert default_spec.execution.model_dump() == {
         "broker": "simulated", "initial_cash": 100_000.0, "taker_fee_bps": 40.0, "slippage_bps": 5.0,
         "min_order_usd": 0.5,

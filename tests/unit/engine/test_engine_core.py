@@ -35,12 +35,13 @@ SIGNAL = {"E": (0.6, 0.01), "X": (0.3, -0.01), ".": (0.5, 0.0)}
 FEE = D("0.004")  # conf/execution/simulated_kraken.yaml: 40 bps taker
 SLIP = 0.0005  # 5 bps
 CASH = 100_000.0
+SIZING = {"rule": "fraction_of_pv", "parameter": "position_size_pct"}
 GATE_ORDER = ["kill_switch", "profile_valid", "drawdown", "capital", "concurrency", "total_exposure", "cluster_exposure", "minimums"]
 
 
 @functools.lru_cache(maxsize=None)
 def _spec(*overrides: str) -> RunSpec:
-    return stubs.small_spec(*overrides)
+    return stubs.small_spec("strategy=flat_holding_v1", *overrides)
 
 
 def _engine(spec: RunSpec, graph: CompiledGraph | None = None, ordermin: dict[str, float] | None = None, model: str = "m1") -> Engine:
@@ -97,7 +98,10 @@ def _run(engine: Engine, matrix: MarketMatrix) -> list[float]:
 
 
 def _rows(engine: Engine, **match: Any) -> list[dict[str, Any]]:
+    """Decision rows matching ``match``; hold rows only when asked for (``action="hold"``)."""
     rows = engine.log.frame().to_dicts()
+    if "action" not in match:
+        rows = [r for r in rows if r["action"] != "hold"]
     return [r for r in rows if all(r[k] == v for k, v in match.items())]
 
 
@@ -134,14 +138,17 @@ def test_entry_is_decided_on_the_signal_bar_and_fills_at_the_next_bar_open() -> 
     assert engine.state.fills == [fill]
     assert engine.broker.pending == []
     assert equity1 == pytest.approx(float(D(CASH) - fill.notional - fill.fee) + 120 * 104.0)
-    assert len(engine.log) == 1  # holding with a neutral signal: no transition, no decision
+    assert len(_rows(engine)) == 1  # holding with a neutral signal: no transition, no decision
+    (hold,) = _rows(engine, action="hold")  # but the new hold reason is logged once, on the first bar held
+    assert (hold["ts"], hold["symbol"], hold["reason"], hold["state_to"]) == (T0 + STEP, "ETH", "HOLD_EDGE_PERSISTS", "HOLDING")
+    assert (hold["campaign_id"], hold["order_id"], hold["qty"], hold["gate_reason"]) == (entry["campaign_id"], None, 0.0, "NO_ORDER")
 
 
 def test_exit_is_decided_when_the_exit_guard_holds_and_sells_the_whole_position() -> None:
     engine = _engine(_spec())
     matrix = _matrix(4, {"ETH": "E.X."}, close={"ETH": [100.0, 100.0, 110.0, 110.0]}, open_={"ETH": [100.0, 100.0, 110.0, 120.0]})
     _run(engine, matrix)
-    entry, exit_ = engine.log.frame().to_dicts()
+    entry, exit_ = _rows(engine)
     assert (exit_["ts"], exit_["action"], exit_["state_from"], exit_["state_to"]) == (T0 + 2 * STEP, "exit", "HOLDING", "FLAT")
     assert (exit_["reason"], exit_["admitted"], exit_["gate_reason"]) == ("EXIT_EDGE_TURNED", True, "PASSED_REDUCES_RISK")
     assert exit_["qty"] == 120.0 and exit_["order_id"] not in (None, entry["order_id"])
@@ -180,7 +187,7 @@ def test_symbols_without_a_bar_are_not_evaluated_and_keep_their_last_mark() -> N
     assert [(f.symbol, f.ts_ms) for f in engine.portfolio.ledger] == [("SOL", T0 + 2 * STEP)]
     assert [o.symbol for o in engine.broker.pending] == ["DOGE"]
     assert engine.state.marks[SYMBOLS.index("DOGE")] == 80.0  # the last close, not the gap's NaN
-    assert len(engine.log) == 2  # no DOGE decision while it has no bar; held SOL on an entry signal stays put
+    assert len(_rows(engine)) == 2  # no DOGE decision while it has no bar; held SOL on an entry signal stays put
 
 
 def test_one_transition_per_symbol_per_event_in_priority_order() -> None:
@@ -195,7 +202,7 @@ def test_one_transition_per_symbol_per_event_in_priority_order() -> None:
                 {"name": "watch", "source": "FLAT", "target": "FLAT", "guard": "pred.p_up >= profile.exit_max_p_up",
                  "action": "none", "reason": "HOLD_FLAT_NO_EDGE", "priority": 5},
                 {"name": "enter", "source": "FLAT", "target": "HOLDING", "guard": "pred.p_up >= profile.entry_min_p_up",
-                 "action": "enter", "reason": "ENTRY_PREDICTED_EDGE", "priority": 0},
+                 "action": "enter", "sizing": SIZING, "reason": "ENTRY_PREDICTED_EDGE", "priority": 0},
                 {"name": "flip", "source": "HOLDING", "target": "FLAT", "guard": "pred.p_up >= profile.exit_max_p_up",
                  "action": "exit", "reason": "EXIT_EDGE_TURNED", "priority": 0},
             ],
@@ -399,9 +406,9 @@ def _state_graph(spec: RunSpec) -> CompiledGraph:
             "transitions": [
                 {"name": "enter", "source": "FLAT", "target": "HOLDING",
                  "guard": "pred.p_up >= profile.entry_min_p_up and not portfolio.drawdown > profile.max_drawdown_pct",
-                 "action": "enter", "reason": "ENTRY_PREDICTED_EDGE", "priority": 0},
+                 "action": "enter", "sizing": SIZING, "reason": "ENTRY_PREDICTED_EDGE", "priority": 0},
                 {"name": "cut", "source": "HOLDING", "target": "FLAT",
-                 "guard": "pos.unrealized_return <= profile.exit_max_expected_return",
+                 "guard": "pos.unrealized_return <= profile.exit_max_expected_return and pred.p_up >= profile.exit_max_p_up",
                  "action": "exit", "reason": "EXIT_EDGE_TURNED", "priority": 0},
                 {"name": "watch", "source": "HOLDING", "target": "HOLDING",
                  "guard": "portfolio.drawdown < profile.max_drawdown_pct and pos.exposure_pct <= portfolio.exposure_pct"
@@ -448,9 +455,9 @@ def test_a_guard_on_a_missing_position_value_never_fires_for_a_flat_symbol() -> 
             "transitions": [
                 {"name": "enter", "source": "FLAT", "target": "HOLDING",
                  "guard": "not pos.unrealized_return < profile.exit_max_expected_return",
-                 "action": "enter", "reason": "ENTRY_PREDICTED_EDGE", "priority": 0},
+                 "action": "enter", "sizing": SIZING, "reason": "ENTRY_PREDICTED_EDGE", "priority": 0},
                 {"name": "cut", "source": "HOLDING", "target": "FLAT",
-                 "guard": "pos.unrealized_return <= profile.exit_max_expected_return",
+                 "guard": "pos.unrealized_return <= profile.exit_max_expected_return and pred.p_up >= profile.exit_max_p_up",
                  "action": "exit", "reason": "EXIT_EDGE_TURNED", "priority": 0},
             ],
         }

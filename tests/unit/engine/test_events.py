@@ -60,3 +60,10 @@ def test_an_empty_matrix_yields_no_batches() -> None:
         np.array([], dtype=np.int64), ("BTC",), np.empty((0, 1)), np.empty((0, 1)), np.empty((0, 1), dtype=bool), {}, {}
     )
     assert list(empty.batches()) == []
+
+
+def test_backtest_batches_point_at_their_matrix_and_live_batches_at_none() -> None:
+    matrix = _matrix()
+    assert all(b.matrix is matrix for b in matrix.batches())
+    live = BarBatch(0, 1_000, matrix.open[0], matrix.close[0], matrix.has_bar[0], {}, {})
+    assert live.matrix is None

@@ -312,3 +312,47 @@ def test_minimums_gate_passes_a_dust_exit(profile: RiskProfileSpec) -> None:
 def test_outcome_record_is_json_ready() -> None:
     outcome = GateOutcome(Gate.CAPITAL, False, GateReason.INSUFFICIENT_CASH, 1_250.0, 1_000.0)
     assert outcome.as_record() == {"gate": "capital", "passed": False, "reason": "INSUFFICIENT_CASH", "value": 1_250.0, "bound": 1_000.0}
+
+
+# ------------------------------------------------------------------ campaign actions
+def _reentry(notional: float = 1_000.0, qty: float = 10.0) -> OrderIntent:
+    return OrderIntent("ETH", "l1_major", "buy", qty, notional / qty, notional, reduces_risk=False, opens_position=False)
+
+
+def test_a_reentry_into_an_open_position_is_not_counted_as_a_new_position(profile: RiskProfileSpec) -> None:
+    admitted, outcomes = _run(_reentry(), _view(open_positions=4), profile)
+    concurrency = outcomes[ORDER.index(Gate.CONCURRENCY)]
+    assert admitted and (concurrency.value, concurrency.bound, concurrency.reason) == (4.0, 4.0, GateReason.PASSED)
+
+
+@pytest.mark.parametrize(
+    ("gate", "view"),
+    [
+        (Gate.DRAWDOWN, {"drawdown_halted": True, "drawdown": 0.3}),
+        (Gate.CAPITAL, {"cash_available": 100.0}),
+        (Gate.TOTAL_EXPOSURE, {"total_exposure": 7_900.0}),
+        (Gate.CLUSTER_EXPOSURE, {"cluster_exposure": {"l1_major": 4_900.0}}),
+    ],
+    ids=["drawdown", "capital", "total", "cluster"],
+)
+def test_a_reentry_is_new_risk_and_meets_every_risk_gate(gate: Gate, view: dict[str, Any], profile: RiskProfileSpec) -> None:
+    admitted, outcomes = _run(_reentry(), _view(**view), profile)
+    assert not admitted and outcomes[-1].gate is gate
+
+
+@pytest.mark.parametrize("kill", [False, True])
+def test_a_scale_out_reduces_risk_and_passes_every_gate_even_halted_and_killed(kill: bool, profile: RiskProfileSpec) -> None:
+    scale_out = OrderIntent("ETH", "l1_major", "sell", 3.3, 100.0, 330.0, reduces_risk=True, opens_position=False)
+    view = _view(drawdown_halted=True, drawdown=0.5, cash_available=0.0, open_positions=9, total_exposure=1e9)
+    admitted, outcomes = _run(scale_out, view, _profile(profile, kill_switch=kill))
+    assert admitted and [o.gate for o in outcomes] == ORDER
+
+
+@pytest.mark.parametrize(("profile_min", "bound"), [(5.0, 0.5), (40.0, 2.0)], ids=["exchange-floor", "profile-floor"])
+def test_the_minimum_order_is_the_higher_of_the_exchange_and_profile_floors(
+    profile_min: float, bound: float, profile: RiskProfileSpec
+) -> None:
+    # price 20: the exchange floor (10 USD) needs 0.5, a 40 USD profile floor needs 2.0
+    ok, outcomes = _run(_entry(notional=30.0, qty=1.5), _view(), _profile(profile, min_order_usd=profile_min))
+    assert (outcomes[-1].value, outcomes[-1].bound) == (1.5, bound)
+    assert ok is (1.5 >= bound)

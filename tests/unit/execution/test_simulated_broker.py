@@ -138,3 +138,13 @@ def test_pending_notional_counts_buys_at_marks_and_ignores_sells(broker: Simulat
 
 def test_pending_notional_is_zero_with_nothing_pending(broker: SimulatedBroker, portfolio: Portfolio) -> None:
     assert broker.pending_notional(np.array([1.0, 2.0, 3.0]), portfolio.index).tolist() == [0.0, 0.0, 0.0]
+
+
+def test_fills_carry_the_campaign_of_their_order(broker: SimulatedBroker, portfolio: Portfolio) -> None:
+    broker.submit(MarketOrder("b", "ETH", "buy", D(10), "camp-1"))
+    broker.submit(MarketOrder("c", "SOL", "buy", D(10)))
+    (eth, sol) = broker.on_bar(2_000, _opens(), ALL, portfolio)
+    broker.submit(MarketOrder("s", "ETH", "sell", D(4), "camp-1"))
+    (sell,) = broker.on_bar(3_000, _opens(), ALL, portfolio)
+    assert (eth.campaign_id, sol.campaign_id, sell.campaign_id) == ("camp-1", None, "camp-1")
+    assert portfolio.ledger == [eth, sol, sell]

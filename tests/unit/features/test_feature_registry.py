@@ -10,7 +10,7 @@ from backend.config.schema import FeatureSetSpec, FeatureSpec
 from backend.data.simulator import simulate_ohlcv
 from backend.errors import ConfigError
 from backend.features.build import build_features
-from backend.features.registry import builder_names, feature_expression, validate_feature_set
+from backend.features.registry import builder_info, builder_names, feature_plan, validate_feature_set
 from tests.stubs import small_spec
 
 START = 1_735_689_600_000
@@ -26,7 +26,7 @@ def bars() -> pl.DataFrame:
 
 def build_one(bars: pl.DataFrame, builder: str, window: int | None = 5, symbol: str | None = None) -> pl.DataFrame:
     spec = FeatureSetSpec(name="t", features=(FeatureSpec(name="f", builder=builder, window=window, symbol=symbol),))
-    return build_features(bars, spec)
+    return build_features(bars, spec, CLUSTERS)
 
 
 def series(frame: pl.DataFrame, symbol: str, column: str) -> np.ndarray:
@@ -93,14 +93,19 @@ def test_symbol_log_return_broadcasts_the_named_symbols_return_to_every_symbol(b
         np.testing.assert_allclose(got[3:], expected, rtol=1e-9, atol=1e-12)
 
 
-def test_symbol_log_return_is_null_at_bars_where_the_named_symbol_has_no_bar(bars: pl.DataFrame) -> None:
+def test_symbol_log_return_is_null_where_the_named_symbol_has_no_bar_and_until_its_window_refills(bars: pl.DataFrame) -> None:
     gap_ts = START + 40 * BAR
     holed = bars.filter(~((pl.col("symbol") == "BTC") & (pl.col("ts") == gap_ts)))
-    out = build_one(holed, "symbol_log_return", window=1, symbol="BTC")
+    out = build_one(holed, "symbol_log_return", window=2, symbol="BTC")
     at_gap = out.filter(pl.col("ts") == gap_ts)
     assert at_gap["symbol"].to_list() == ["DOGE", "ETH"]
     assert at_gap["f"].null_count() == 2
-    assert out.filter(pl.col("ts") == gap_ts + BAR)["f"].null_count() == 0
+    # A 2-bar return right after the gap would span 3 bars of time: it is null, not stretched.
+    assert out.filter(pl.col("ts") == gap_ts + BAR)["f"].null_count() == 3
+    assert out.filter(pl.col("ts") == gap_ts + 2 * BAR)["f"].null_count() == 3
+    btc = series(holed, "BTC", "close")  # 79 closes, the 41st bar missing
+    expected = np.log(btc[42] / btc[40])  # closes at bars 43 and 41 of the full series
+    assert out.filter(pl.col("ts") == gap_ts + 3 * BAR)["f"].to_list() == pytest.approx([expected] * 3, rel=1e-12)
 
 
 def test_flat_window_gives_null_not_nan_or_inf() -> None:
@@ -121,7 +126,7 @@ def test_flat_window_gives_null_not_nan_or_inf() -> None:
             FeatureSpec(name="vol", builder="realized_vol", window=5),
         ),
     )
-    out = build_features(flat, spec)
+    out = build_features(flat, spec, CLUSTERS)
     # 0/0 (rsi) and rounding noise over a zero std (volume z-score) would be NaN or +-inf; the build
     # turns both into null.
     assert out["rsi"].null_count() == n and out["vz"].null_count() == n
@@ -133,28 +138,29 @@ def test_flat_window_gives_null_not_nan_or_inf() -> None:
 def test_build_returns_bars_sorted_by_time_then_symbol_with_float_features(bars: pl.DataFrame) -> None:
     features = small_spec().features
     shuffled = bars.sample(fraction=1.0, shuffle=True, seed=1)
-    out = build_features(shuffled, features)
+    out = build_features(shuffled, features, CLUSTERS)
     names = [f.name for f in features.features]
     assert out.columns == [*bars.columns, *names]
     assert out.select("ts", "symbol").equals(bars.sort("ts", "symbol").select("ts", "symbol"))
     assert all(out.schema[n] == pl.Float64 for n in names)
-    assert out.equals(build_features(bars, features))
+    assert out.equals(build_features(bars, features, CLUSTERS))
 
 
 def test_window_one_rsi_is_cast_to_float_and_named_after_the_feature(bars: pl.DataFrame) -> None:
-    expression = feature_expression(FeatureSpec(name="my_rsi", builder="rsi", window=1))
-    out = bars.sort("symbol", "ts").select(expression)
-    assert out.columns == ["my_rsi"]
+    plan = feature_plan(FeatureSpec(name="my_rsi", builder="rsi", window=1))
+    assert plan.name == "my_rsi" and plan.inner is None and not plan.needs_clusters
+    out = build_features(bars, FeatureSetSpec(name="t", features=(FeatureSpec(name="my_rsi", builder="rsi", window=1),)))
+    assert out.columns == [*bars.columns, "my_rsi"]
     assert out.schema["my_rsi"] == pl.Float64
-    assert set(out["my_rsi"].drop_nulls().drop_nans().to_list()) <= {0.0, 1.0}
+    assert set(out["my_rsi"].drop_nulls().to_list()) == {0.0, 1.0}
 
 
 @pytest.mark.parametrize(
     ("feature", "message"),
     [
         (
-            FeatureSpec(name="macd_12", builder="macd", window=12),
-            f"feature 'macd_12': unknown builder 'macd' (known: {', '.join(builder_names())})",
+            FeatureSpec(name="kama_12", builder="kama", window=12),
+            f"feature 'kama_12': unknown builder 'kama' (known: {', '.join(builder_names())})",
         ),
         (FeatureSpec(name="ret", builder="log_return"), "feature 'ret': builder 'log_return' requires 'window'"),
         (
@@ -166,7 +172,7 @@ def test_window_one_rsi_is_cast_to_float_and_named_after_the_feature(bars: pl.Da
 )
 def test_bad_feature_is_refused_naming_the_feature_and_builder(feature: FeatureSpec, message: str) -> None:
     with pytest.raises(ConfigError) as caught:
-        feature_expression(feature)
+        feature_plan(feature)
     assert str(caught.value) == message
     good = FeatureSpec(name="ok", builder="log_return", window=1)
     with pytest.raises(ConfigError) as caught_in_set:
@@ -177,6 +183,6 @@ def test_bad_feature_is_refused_naming_the_feature_and_builder(feature: FeatureS
 def test_the_configured_feature_set_validates_and_builds_every_feature(bars: pl.DataFrame) -> None:
     features = small_spec().features
     validate_feature_set(features)  # refuses nothing
-    out = build_features(bars, features)
+    out = build_features(bars, features, CLUSTERS)
     late = out.filter(pl.col("ts") >= START + 60 * BAR)
     assert late.select(pl.col(f.name for f in features.features).null_count()).row(0) == (0,) * len(features.features)

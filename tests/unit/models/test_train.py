@@ -7,12 +7,13 @@ import polars as pl
 import pytest
 from stubs import small_spec
 
-from backend.config.schema import RunSpec
+from backend.config.schema import FailureInjectionSpec, RaySpec, RunSpec
 from backend.data.simulator import simulate_ohlcv
 from backend.features.build import build_features
 from backend.features.labels import forward_return_labels
 
 BAR_MS = 300_000  # 5-minute bars
+from backend.errors import TrainingTaskError
 from backend.models import lgbm
 from backend.models.bundle import ModelBundle
 from backend.models.train import derive_seed, predict_bundle, train_walk_forward
@@ -43,7 +44,15 @@ def bars(spec: RunSpec) -> pl.DataFrame:
 def dataset(spec: RunSpec, bars: pl.DataFrame) -> pl.DataFrame:
     features = build_features(bars, spec.features)
     labels = forward_return_labels(bars, spec.training.label.horizon_bars, 0.001, BAR_MS)
-    return features.join(labels, on=["ts", "symbol"], how="left")
+    return with_recovery_columns(features.join(labels, on=["ts", "symbol"], how="left"))
+
+
+def with_recovery_columns(frame: pl.DataFrame) -> pl.DataFrame:
+    """Stand-in recovery labels: depth below the 1-day high, and 'recovered' when the net return beats -1 %."""
+    return frame.with_columns(
+        adverse_depth=1.0 - pl.col("close") / pl.col("close").rolling_max(288, min_samples=1).over("symbol"),
+        label_recover=pl.when(pl.col("label_return").is_null()).then(None).otherwise((pl.col("label_return") > -0.01).cast(pl.Float64)),
+    )
 
 
 @pytest.fixture(scope="module")
@@ -96,6 +105,8 @@ def test_each_model_trains_on_labelled_rows_of_its_window_only_with_a_derived_se
         rows = dataset.filter(pl.col("ts").is_between(window.train_start_ms, window.train_end_ms, closed="left") & pl.col("label_return").is_not_null())
         if model.scope != "global":
             rows = rows.filter(pl.col("symbol") == model.scope)
+        if model.target == "p_recovery":
+            rows = rows.filter(pl.col("label_recover").is_not_null() & (pl.col("adverse_depth") >= spec.training.recovery.min_depth))
         assert model.train_rows == rows.height
         assert model.seed == derive_seed(spec.seed, model.fold, model.scope, model.target)
     # The last labelled training row's label ends before the test span: the purge at work.
@@ -110,7 +121,7 @@ def test_a_symbol_with_too_little_history_in_a_fold_gets_no_specialist_there(bun
     assert (0, "DOGE") not in scopes
     assert {(0, "global"), (0, "BTC"), (0, "ETH"), (0, "SOL")} <= scopes
     assert {(1, "global"), (1, "BTC"), (1, "DOGE"), (1, "ETH"), (1, "SOL")} <= scopes
-    assert {m.target for m in bundle.models if (m.fold, m.scope) == (1, "DOGE")} == {"p_up", "expected_return"}
+    assert {m.target for m in bundle.models if (m.fold, m.scope) == (1, "DOGE")} >= {"p_up", "expected_return"}
 
 
 def test_max_train_rows_keeps_the_most_recent_rows(spec: RunSpec, dataset: pl.DataFrame, feature_names: tuple[str, ...]) -> None:
@@ -130,7 +141,7 @@ def test_max_train_rows_keeps_the_most_recent_rows(spec: RunSpec, dataset: pl.Da
 def test_predictions_cover_exactly_the_test_spans_sorted_by_time_and_symbol(bundle: ModelBundle, dataset: pl.DataFrame, predictions: pl.DataFrame) -> None:
     first_test = bundle.folds[0].test_start_ms
 
-    assert predictions.columns == ["ts", "symbol", "fold", "p_up", "expected_return"]
+    assert predictions.columns == ["ts", "symbol", "fold", "p_up", "expected_return", "p_recovery"]
     assert predictions["ts"].min() == first_test
     assert predictions.height == dataset.filter(pl.col("ts") >= first_test).height
     assert predictions.equals(predictions.sort(["ts", "symbol"]))
@@ -203,3 +214,72 @@ def test_training_twice_on_the_same_data_gives_the_same_bundle_version(
     assert again.version == bundle.version
     assert again.models == bundle.models
     assert len(progress) >= 2 * len(bundle.folds)  # at least one report per global fit
+
+
+def test_recovery_boosters_train_only_where_enough_rows_are_in_a_severe_adverse_state(spec: RunSpec, bundle: ModelBundle, dataset: pl.DataFrame) -> None:
+    recovery = {(m.fold, m.scope): m.train_rows for m in bundle.models if m.target == "p_recovery"}
+
+    # Only SOL falls 5 % below its 1-day high often enough (>= 200 rows) in these ten days.
+    assert set(recovery) == {(0, "global"), (0, "SOL"), (1, "global"), (1, "SOL")}
+    assert all(rows >= spec.training.recovery.min_rows for rows in recovery.values())
+    assert recovery[(0, "global")] == recovery[(0, "SOL")]
+
+
+def test_a_symbol_without_a_recovery_specialist_gets_the_global_recovery_probability(
+    spec: RunSpec, bundle: ModelBundle, dataset: pl.DataFrame, predictions: pl.DataFrame
+) -> None:
+    span = _span(dataset, bundle, spec.universe.clusters, 0, "BTC")
+    glob = lgbm.predict(bundle.model(0, "global", "p_recovery").text, span.select([*bundle.feature_names, "symbol_code", "cluster_code"]).to_numpy(), 1)
+
+    got = predictions.filter((pl.col("fold") == 0) & (pl.col("symbol") == "BTC"))["p_recovery"].to_numpy()
+
+    assert got.tobytes() == glob.tobytes()
+    assert predictions["p_recovery"].is_between(0.0, 1.0).all()
+
+
+def test_a_fold_without_enough_severe_rows_predicts_no_recovery_probability(spec: RunSpec, dataset: pl.DataFrame, feature_names: tuple[str, ...]) -> None:
+    training = spec.training.model_copy(update={"recovery": spec.training.recovery.model_copy(update={"min_rows": 100_000})})
+
+    sparse = train_walk_forward(dataset, feature_names, spec.universe.clusters, spec.model, training, spec.seed, {})
+    predicted = predict_bundle(sparse, dataset, spec.universe.clusters, 1)
+
+    assert {m.target for m in sparse.models} == {"p_up", "expected_return"}
+    assert predicted["p_recovery"].is_nan().all()
+    assert not predicted["p_up"].is_nan().any()
+
+
+def test_forward_prediction_extends_the_last_fold_over_every_later_row(bundle: ModelBundle, dataset: pl.DataFrame, predictions: pl.DataFrame, spec: RunSpec) -> None:
+    last = bundle.folds[-1]
+    later = dataset.filter(pl.col("ts") < bundle.folds[0].test_start_ms).with_columns(pl.col("ts") + (last.test_end_ms - bundle.folds[0].train_start_ms))
+
+    forward = predict_bundle(bundle, pl.concat([dataset, later]).sort(["ts", "symbol"]), spec.universe.clusters, 1, forward=True)
+
+    beyond = forward.filter(pl.col("ts") >= last.test_end_ms)
+    assert beyond.height == later.height
+    assert beyond["fold"].unique().to_list() == [last.index]
+    assert forward.filter(pl.col("ts") < last.test_end_ms).equals(predictions)
+
+
+def test_predicting_with_a_bundle_without_folds_gives_an_empty_frame_with_every_output(bundle: ModelBundle, dataset: pl.DataFrame, spec: RunSpec) -> None:
+    empty = ModelBundle(bundle.name, bundle.feature_names, bundle.symbols, bundle.clusters, 0.4, (), (), {})
+
+    out = predict_bundle(empty, dataset, spec.universe.clusters, 1, forward=True)
+
+    assert out.height == 0
+    assert out.columns == ["ts", "symbol", "fold", "p_up", "expected_return", "p_recovery"]
+
+
+@pytest.mark.parametrize(("scope", "fold"), [("global", 0), ("SOL", 1)])
+def test_an_injected_failure_fails_training_after_its_retries_naming_the_scope_and_fold(
+    spec: RunSpec, dataset: pl.DataFrame, feature_names: tuple[str, ...], scope: str, fold: int
+) -> None:
+    training = spec.training.model_copy(
+        update={"inject_failure": FailureInjectionSpec(scope=scope, fold=fold), "ray": RaySpec(enabled=False, max_retries=1)}
+    )
+    progress: list[str] = []
+
+    with pytest.raises(TrainingTaskError, match=rf"training {scope} in fold {fold} failed after 2 attempt\(s\)") as caught:
+        train_walk_forward(dataset, feature_names, spec.universe.clusters, spec.model, training, spec.seed, {}, progress.append)
+
+    assert (caught.value.scope, caught.value.fold) == (scope, fold)
+    assert f"retrying {scope} in fold {fold} (attempt 2)" in progress

@@ -12,10 +12,15 @@ from backend.engine.pipeline import guard_names
 from backend.errors import ConfigError, StrategyGraphError
 from backend.strategy.graph import CompiledGraph, compile_graph
 from backend.strategy.guards import env_key
-from backend.strategy.reasons import Action, StrategyReason
+from backend.strategy.reasons import BUYS, RECOVERY_REASONS, SELLS, Action, SizingRule, StrategyReason
 from tests.stubs import small_spec
 
-KNOWN = frozenset({"pred.p_up", "pred.expected_return", "pos.unrealized_return", "profile.entry_min_p_up", "profile.exit_max_p_up"})
+KNOWN = frozenset(
+    {"pred.p_up", "pred.expected_return", "pred.p_recovery", "pos.unrealized_return", "profile.entry_min_p_up", "profile.exit_max_p_up",
+     "profile.position_size_pct", "profile.scale_out_fraction", "profile.severe_loss_pct"}
+)
+SIZING = {"rule": "fraction_of_pv", "parameter": "position_size_pct"}
+KNOWN_REASONS = ", ".join(r.value for r in StrategyReason)
 ENTER = "pred.p_up >= profile.entry_min_p_up"
 EXIT = "pred.p_up <= profile.exit_max_p_up"
 
@@ -31,6 +36,8 @@ def move(name: str, source: str, target: str, **fields: Any) -> dict[str, Any]:
         "reason": "ENTRY_PREDICTED_EDGE" if target == "HOLDING" else "EXIT_EDGE_TURNED",
         "priority": 0,
     }
+    if fields.get("action", defaults["action"]) in ("enter", "reenter") and "sizing" not in fields:
+        defaults["sizing"] = SIZING
     return {"name": name, "source": source, "target": target, **defaults, **fields}
 
 
@@ -65,6 +72,8 @@ def test_good_graph_compiles_states_reasons_and_actions_to_indices_and_enums() -
     )
     assert enter.guard.evaluate({env_key("pred.p_up"): np.array([0.5, 0.7]), env_key("profile.entry_min_p_up"): 0.6}).tolist() == [False, True]
     assert compiled.names == ("pred.p_up", "profile.entry_min_p_up", "profile.exit_max_p_up")
+    assert (enter.sizing, enter.parameter, leave.sizing, leave.parameter) == (SizingRule.FRACTION_OF_PV, "position_size_pct", None, None)
+    assert compiled.in_campaign == (False, True)
 
 
 def test_transitions_leaving_a_state_are_ordered_by_priority_not_declaration() -> None:
@@ -88,8 +97,8 @@ def test_initial_state_need_not_be_declared_first() -> None:
     assert [t.target for t in compiled.outgoing[1]] == [0]
 
 
-def test_the_configured_strategy_compiles_against_the_runs_guard_names() -> None:
-    spec = small_spec()
+def test_the_spines_two_state_strategy_compiles_against_the_runs_guard_names() -> None:
+    spec = small_spec("strategy=flat_holding_v1")
     compiled = compile_graph(spec.strategy, guard_names(spec))
     assert compiled.states == ("FLAT", "HOLDING")
     assert [[t.name for t in group] for group in compiled.outgoing] == [["enter_on_edge"], ["exit_on_edge_turn"]]
@@ -106,8 +115,7 @@ def test_the_configured_strategy_compiles_against_the_runs_guard_names() -> None
         (graph(initial="START"), "graph g: initial state 'START' is not declared"),
         (
             graph(states=[state("FLAT", "HOLD_FOREVER"), state("HOLDING")]),
-            "graph g, state FLAT: unknown reason code 'HOLD_FOREVER' (known: HOLD_FLAT_NO_EDGE, HOLD_EDGE_PERSISTS, "
-            "ENTRY_PREDICTED_EDGE, EXIT_EDGE_TURNED)",
+            f"graph g, state FLAT: unknown reason code 'HOLD_FOREVER' (known: {KNOWN_REASONS})",
         ),
         (
             graph(transitions=[move("enter", "FLAT", "HOLDING"), move("exit", "HODLING", "FLAT")]),
@@ -119,8 +127,7 @@ def test_the_configured_strategy_compiles_against_the_runs_guard_names() -> None
         ),
         (
             graph(transitions=[move("enter", "FLAT", "HOLDING", reason="BECAUSE"), move("exit", "HOLDING", "FLAT")]),
-            "graph g, transition 'enter' (FLAT -> HOLDING): unknown reason code 'BECAUSE' (known: HOLD_FLAT_NO_EDGE, "
-            "HOLD_EDGE_PERSISTS, ENTRY_PREDICTED_EDGE, EXIT_EDGE_TURNED)",
+            f"graph g, transition 'enter' (FLAT -> HOLDING): unknown reason code 'BECAUSE' (known: {KNOWN_REASONS})",
         ),
         (
             graph(transitions=[move("enter", "FLAT", "HOLDING", guard="pred.p_up >= 0.55"), move("exit", "HOLDING", "FLAT")]),
@@ -175,6 +182,19 @@ def test_a_graph_refusal_is_a_config_error() -> None:
 
 def test_reason_codes_and_actions_are_the_declared_vocabulary() -> None:
     assert [r.value for r in StrategyReason] == [
-        "HOLD_FLAT_NO_EDGE", "HOLD_EDGE_PERSISTS", "ENTRY_PREDICTED_EDGE", "EXIT_EDGE_TURNED"
+        "HOLD_FLAT_NO_EDGE", "HOLD_EDGE_PERSISTS", "HOLD_PARTIAL_AWAITING_EDGE", "HOLD_SEVERE_AWAITING_RECOVERY",
+        "HOLD_THROUGH_SEVERE_LOSS", "HOLD_REDUCED_AWAITING_RECOVERY", "ENTRY_PREDICTED_EDGE", "REENTRY_EDGE_STRENGTHENED",
+        "SCALE_OUT_EDGE_WEAKENED", "SCALE_OUT_PROFIT_TARGET", "EXIT_EDGE_TURNED", "SEVERE_LOSS_ASSESS_RECOVERY",
+        "RECOVERY_HOLD", "RECOVERY_REDUCE", "RECOVERY_EXIT", "RECOVERY_LOSS_RECOVERED",
     ]  # fmt: skip
-    assert [a.value for a in Action] == ["enter", "exit", "none"]
+    assert {r.value for r in RECOVERY_REASONS} == {
+        "SEVERE_LOSS_ASSESS_RECOVERY", "RECOVERY_HOLD", "RECOVERY_REDUCE", "RECOVERY_EXIT", "RECOVERY_LOSS_RECOVERED"
+    }  # fmt: skip
+    assert [a.value for a in Action] == ["enter", "scale_out", "exit", "reenter", "none", "hold"]
+    assert [r.value for r in SizingRule] == ["fraction_of_pv"]
+    assert BUYS == {Action.ENTER, Action.REENTER} and SELLS == {Action.SCALE_OUT, Action.EXIT}
+
+
+def test_a_graph_cannot_declare_the_engines_hold_action() -> None:
+    with pytest.raises(ValueError, match="action"):
+        TransitionSpec(**move("hold", "FLAT", "FLAT", action="hold"))

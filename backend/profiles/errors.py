@@ -1,0 +1,34 @@
+"""Errors of the profile store, named for what the caller must do."""
+
+from __future__ import annotations
+
+from backend.errors import ActsError, ConfigError
+
+
+class ProfileError(ActsError):
+    """A profile operation cannot be done as asked; nothing was written."""
+
+
+class UnknownProfileError(ProfileError):
+    """The store holds no such profile, or no such version of it."""
+
+
+class StaleProfileError(ProfileError):
+    """An edit was based on a version that is no longer the latest: review the newer version and retry."""
+
+    def __init__(self, name: str, expected_parent: int, latest: int) -> None:
+        super().__init__(
+            f"profile {name!r} edit based on v{expected_parent} is stale: the latest is v{latest}; nothing written "
+            f"(review `acts profile diff {expected_parent} {latest} --profile {name}` and set again on v{latest})"
+        )
+        self.name = name
+        self.expected_parent = expected_parent
+        self.latest = latest
+
+
+class ProfileValueError(ConfigError):
+    """A change breaks the schema (a bound, an unknown key, a cross-field rule); nothing was written."""
+
+
+class ProfileIntegrityError(ProfileError):
+    """A stored row does not match its hashes, or no longer validates: the active profile is not usable."""
