@@ -9,6 +9,8 @@ from backend.config.schema import RunSpec
 from backend.features.registry import validate_feature_set
 from backend.strategy.graph import CompiledGraph, compile_graph
 
+# Every decision row records these two, so they are always computed.
+LOGGED_OUTPUTS = ("p_up", "expected_return")
 PREDICTION_OUTPUTS = ("p_up", "expected_return", "p_recovery")
 POSITION_FIELDS = ("unrealized_return", "exposure_pct")
 PORTFOLIO_FIELDS = ("drawdown", "exposure_pct", "open_positions")
@@ -26,6 +28,12 @@ class Pipeline:
     @property
     def feature_names(self) -> tuple[str, ...]:
         return tuple(f.name for f in self.spec.features.features)
+
+    @property
+    def prediction_targets(self) -> tuple[str, ...]:
+        """Return the model outputs to compute: the two every decision records, plus any the graph reads."""
+        read = set(self.graph.names)
+        return tuple(t for t in PREDICTION_OUTPUTS if t in LOGGED_OUTPUTS or f"pred.{t}" in read)
 
 
 def guard_names(spec: RunSpec) -> frozenset[str]:

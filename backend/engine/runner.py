@@ -189,7 +189,14 @@ def market_matrix(pipeline: Pipeline, bars: pl.DataFrame, bundle: ModelBundle, n
     symbols = spec.symbols
     features = build_features(bars, spec.features, spec.universe.clusters)
     # A promoted model predicts forward: its last fold's boosters cover every bar after its last test span.
-    predictions = predict_bundle(bundle, features, spec.universe.clusters, num_threads, forward=spec.model.source == "promoted")
+    predictions = predict_bundle(
+        bundle,
+        features,
+        spec.universe.clusters,
+        num_threads,
+        forward=spec.model.source == "promoted",
+        targets=pipeline.prediction_targets,
+    )
     times = np.unique(bars["ts"].to_numpy())
     shape = (len(times), len(symbols))
     code = {s: i for i, s in enumerate(symbols)}

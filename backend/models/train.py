@@ -206,7 +206,12 @@ def _spans(bundle: ModelBundle, forward: bool) -> list[tuple[FoldWindow, int]]:
 
 
 def predict_bundle(
-    bundle: ModelBundle, features: pl.DataFrame, clusters: dict[str, str], num_threads: int, forward: bool = False
+    bundle: ModelBundle,
+    features: pl.DataFrame,
+    clusters: dict[str, str],
+    num_threads: int,
+    forward: bool = False,
+    targets: tuple[str, ...] = TARGETS,
 ) -> pl.DataFrame:
     """Predict each fold's test span with that fold's models and blend specialist and global outputs.
 
@@ -214,7 +219,8 @@ def predict_bundle(
     test span, sorted by ``(ts, symbol)``. Rows outside every test span get no prediction (the
     strategy sees none), unless ``forward``: then the last fold's models also predict every row after
     its test span (a promoted model predicting new bars). ``p_recovery`` is NaN where the fold has
-    no recovery booster in any scope; a scope without one falls back to the global booster.
+    no recovery booster in any scope; a scope without one falls back to the global booster. Outputs
+    not in ``targets`` are NaN without being computed (a strategy that never reads one does not pay for it).
     """
     frame = _with_context(features.filter(pl.col("symbol").is_in(list(bundle.symbols))), bundle.symbols, bundle.clusters, clusters)
     columns = list(bundle.feature_names)
@@ -229,7 +235,7 @@ def predict_bundle(
         global_matrix = _matrix(span, global_columns)
         specialist_matrix = global_matrix[:, : len(columns)]
         for target in TARGETS:
-            general = bundle.find(window.index, "global", target)
+            general = bundle.find(window.index, "global", target) if target in targets else None
             if general is None:
                 out[target] = np.full(span.height, np.nan)
                 continue

@@ -288,3 +288,9 @@ def test_write_json_refuses_nan_and_keeps_the_previous_file(tmp_path: Path) -> N
         write_json(path, {"bad": float("nan")})
 
     assert json.loads(path.read_text(encoding="utf-8")) == {"ok": 1}
+
+
+@pytest.mark.parametrize(("strategy", "targets"), [("flat_holding_v1", ("p_up", "expected_return")), ("campaign_v1", ("p_up", "expected_return", "p_recovery"))])
+def test_only_the_model_outputs_a_graph_reads_are_predicted(strategy: str, targets: tuple[str, ...]) -> None:
+    pipeline = compile_pipeline(small_spec(f"strategy={strategy}"))
+    assert pipeline.prediction_targets == targets
