@@ -295,6 +295,7 @@ class RiskProfileSpec(Spec):
     max_drawdown_pct: Annotated[float, Field(gt=0.0, le=1.0)]
     drawdown_resume_pct: Annotated[float, Field(ge=0.0, le=1.0)]
     drawdown_reanchor_hours: Annotated[float, Field(ge=0.0, le=8760.0)]
+    max_total_drawdown_pct: Annotated[float, Field(gt=0.0, le=1.0)]
     entry_min_p_up: Annotated[float, Field(ge=0.5, le=1.0)]
     entry_min_expected_return: Annotated[float, Field(ge=-0.1, le=0.5)]
     exit_max_p_up: Annotated[float, Field(ge=0.0, le=1.0)]
@@ -314,6 +315,11 @@ class RiskProfileSpec(Spec):
             raise ValueError(
                 f"'drawdown_resume_pct' must be <= max_drawdown_pct ({self.max_drawdown_pct}), "
                 f"was {self.drawdown_resume_pct}"
+            )
+        if self.max_total_drawdown_pct < self.max_drawdown_pct:
+            raise ValueError(
+                f"'max_total_drawdown_pct' must be >= max_drawdown_pct ({self.max_drawdown_pct}), "
+                f"was {self.max_total_drawdown_pct}"
             )
         if self.exit_max_p_up > self.entry_min_p_up:
             raise ValueError(

@@ -48,7 +48,8 @@ class EngineState:
 
     ``campaign`` holds each symbol's open campaign id (None outside a campaign); ``last_hold`` the
     index of the hold reason last logged for each symbol; ``flat_since_ms`` when the portfolio last
-    became flat (no holding, no open order); ``reanchors`` the times the drawdown peak was re-anchored.
+    became flat (no holding, no open order); ``reanchors`` the times the drawdown peak was re-anchored;
+    ``high_water_mark`` the highest equity ever marked (never re-anchored: the capital floor hangs from it).
     """
 
     state: np.ndarray
@@ -62,6 +63,7 @@ class EngineState:
     orders: int = 0
     fills: list[Fill] = field(default_factory=list)
     reanchors: list[int] = field(default_factory=list)
+    high_water_mark: float = 0.0
 
 
 class Engine:
@@ -98,6 +100,7 @@ class Engine:
             state=np.full(len(symbols), graph.initial, dtype=np.int8),
             marks=np.zeros(len(symbols)),
             peak_equity=execution.initial_cash,
+            high_water_mark=execution.initial_cash,
             campaign=[None] * len(symbols),
             last_hold=np.full(len(symbols), self.hold_code[graph.initial]),
         )
@@ -198,10 +201,17 @@ class Engine:
         that the drawdown reads ``drawdown_resume_pct`` (peak = equity / (1 - drawdown_resume_pct)),
         as though the portfolio had recovered to the resume bound; the next halt comes after a
         further loss of ``max_drawdown_pct - drawdown_resume_pct``.
+
+        Capital floor: no re-anchor may put the next halt below ``high_water_mark x (1 -
+        max_total_drawdown_pct)``. The re-anchored peak is raised so the next halt sits at the floor,
+        and once equity is at or below the floor the halt lifts only by recovery, so repeated
+        re-anchors can never compound into a loss beyond the profile's total bound.
         """
         st, profile = self.state, self.profile
         if equity > st.peak_equity:
             st.peak_equity = equity
+        if equity > st.high_water_mark:
+            st.high_water_mark = equity
         flat = not self.portfolio.qty_f.any() and not self.broker.pending
         if not flat:
             st.flat_since_ms = None
@@ -212,13 +222,15 @@ class Engine:
             if drawdown <= profile.drawdown_resume_pct:
                 st.drawdown_halted = False
             elif (
-                st.flat_since_ms is not None
+                equity > (floor := st.high_water_mark * (1.0 - profile.max_total_drawdown_pct))
+                and st.flat_since_ms is not None
                 and batch.ts_ms - st.flat_since_ms >= profile.drawdown_reanchor_hours * HOUR_MS
                 and self._edge_recovered(batch)
             ):
                 # Re-anchor as though the portfolio had recovered to the resume bound: new risk resumes
-                # with only (max_drawdown_pct - drawdown_resume_pct) of room before the next halt.
-                st.peak_equity = equity / (1.0 - profile.drawdown_resume_pct)
+                # with only (max_drawdown_pct - drawdown_resume_pct) of room before the next halt, and
+                # never with room below the capital floor.
+                st.peak_equity = max(equity / (1.0 - profile.drawdown_resume_pct), floor / (1.0 - profile.max_drawdown_pct))
                 st.drawdown_halted = False
                 st.reanchors.append(batch.ts_ms)
                 drawdown = 1.0 - equity / st.peak_equity

@@ -118,6 +118,7 @@ def test_balanced_profile_is_the_default_risk_profile(default_spec: RunSpec) -> 
         "exit_max_expected_return": -0.002,
         "min_order_usd": 5.0,
         "drawdown_reanchor_hours": 48.0,
+        "max_total_drawdown_pct": 0.3,
         "scale_out_max_p_up": 0.5,
         "scale_out_fraction": 0.5,
         "take_profit_pct": 0.05,
@@ -142,6 +143,7 @@ def test_profile_parameters_are_the_numeric_top_level_fields_as_floats(default_s
         "exit_max_expected_return": -0.002,
         "min_order_usd": 5.0,
         "drawdown_reanchor_hours": 48.0,
+        "max_total_drawdown_pct": 0.3,
         "scale_out_max_p_up": 0.5,
         "scale_out_fraction": 0.5,
         "take_profit_pct": 0.05,
@@ -390,6 +392,10 @@ def test_every_problem_is_reported_one_per_line_sorted() -> None:
         (
             {"risk.drawdown_resume_pct": 0.5},
             "'risk': 'drawdown_resume_pct' must be <= max_drawdown_pct (0.2), was 0.5",
+        ),
+        (
+            {"risk.max_total_drawdown_pct": 0.1},
+            "'risk': 'max_total_drawdown_pct' must be >= max_drawdown_pct (0.2), was 0.1",
         ),
         (
             {"risk.exit_max_p_up": 0.6},

@@ -373,9 +373,9 @@ def test_the_live_path_decides_exactly_as_the_precomputed_backtest_path() -> Non
 DD = ("risk.position_size_pct=0.5", "risk.max_drawdown_pct=0.2", "risk.drawdown_resume_pct=0.1", "risk.drawdown_reanchor_hours=1")
 
 
-def _halt_then_flat(n: int, doge: str) -> tuple[Engine, list[bool], list[float]]:
+def _halt_then_flat(n: int, doge: str, *extra: str) -> tuple[Engine, list[bool], list[float]]:
     """BTC is half the portfolio, halves (drawdown 25 %: halt), exits on the edge at bar 2 and is flat from bar 3."""
-    engine = _engine(_spec(*DD))
+    engine = _engine(_spec(*DD, *extra))
     matrix = _matrix(n, {"BTC": "E.X" + "." * (n - 3), "DOGE": doge}, close={"BTC": [100.0, 100.0] + [50.0] * (n - 2)})
     halted, equity = [], []
     for batch in matrix.batches():
@@ -396,6 +396,25 @@ def test_flat_after_a_halt_the_peak_is_reanchored_once_the_wait_has_passed_and_t
     assert (first["admitted"], first["gate_reason"]) == (False, "DRAWDOWN_LIMIT")
     assert (second["admitted"], second["gate_reason"]) == (True, "PASSED")
     assert json.loads(second["gates"])[2]["value"] == pytest.approx(0.1)  # the drawdown from the re-anchored peak
+
+
+def test_a_reanchor_never_leaves_room_below_the_capital_floor() -> None:
+    # Floor = 70 % of the high-water mark. Re-anchoring to the 10 % resume bound would put the next halt
+    # near 66.5 % of it, below the floor, so the peak is raised until the next halt sits at the floor.
+    doge = "...E" + "." * 11 + "E" + "."
+    engine, halted, equity = _halt_then_flat(17, doge, "risk.max_total_drawdown_pct=0.3")
+    floor = 0.7 * engine.state.high_water_mark
+    assert engine.state.reanchors == [T0 + 15 * STEP] and halted[15:] == [False, False]
+    assert engine.state.peak_equity == pytest.approx(floor / 0.8)
+    assert equity[15] / 0.9 * 0.8 < floor < equity[15]
+
+
+def test_at_the_capital_floor_a_halt_lifts_only_by_recovery() -> None:
+    # Floor = 75 % of the high-water mark; after the halving and fees equity sits just below it.
+    doge = "...E" + "." * 11 + "E" + "."
+    engine, halted, equity = _halt_then_flat(17, doge, "risk.max_total_drawdown_pct=0.25")
+    assert equity[15] <= 0.75 * engine.state.high_water_mark
+    assert all(halted[2:]) and engine.state.reanchors == []
 
 
 def test_flat_after_a_halt_without_an_edge_stays_halted() -> None:

@@ -12,7 +12,7 @@ from backend.config.schema import RiskProfileSpec
 
 FIELDS = {
     "name", "kill_switch", "max_concurrent_positions", "max_total_exposure", "max_cluster_exposure", "position_size_pct",
-    "min_order_usd", "max_drawdown_pct", "drawdown_resume_pct", "drawdown_reanchor_hours", "entry_min_p_up",
+    "min_order_usd", "max_drawdown_pct", "drawdown_resume_pct", "drawdown_reanchor_hours", "max_total_drawdown_pct", "entry_min_p_up",
     "entry_min_expected_return", "exit_max_p_up", "exit_max_expected_return", "scale_out_max_p_up", "scale_out_fraction",
     "take_profit_pct", "reentry_min_p_up", "reentry_min_expected_return", "severe_loss_pct", "recovery_exit_max_p",
     "recovery_reduce_max_p",
