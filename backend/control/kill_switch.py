@@ -5,9 +5,10 @@ Handling by status (the lifecycle table in ``execution/orders/lifecycle.py`` dec
 - ``NEW`` (journalled, never sent): ``REJECT``. The order is refused locally and can never be sent,
   not even by a resend after a crash, because ``REJECTED`` is terminal.
 - ``SUBMITTED`` (sent, not yet acknowledged): left open. The table allows no cancel before the
-  exchange acknowledges an order. The runtime calls :func:`apply_kill_switch` before every event
-  while the switch is on, so the order is cancelled at the first event after its acknowledgement
-  (or ends by itself: filled, rejected or expired). A fill that arrives meanwhile is booked.
+  exchange acknowledges an order; it ends by itself (filled, rejected or expired) or is cancelled by
+  a later call. The paper runtime calls :func:`apply_kill_switch` at the event where the switch takes
+  effect, not at every event while killed: orders admitted after that are all risk-reducing exits,
+  which must be allowed to fill.
 - ``ACKNOWLEDGED`` and ``PARTIALLY_FILLED``: ``REQUEST_CANCEL`` then ``CANCEL``.
 - ``CANCEL_REQUESTED`` (a cancel was requested earlier, e.g. before a crash): ``CANCEL``.
 
