@@ -70,7 +70,7 @@ def evaluation_frame(spec, bars: pl.DataFrame, matrix, folds) -> pl.DataFrame:
         }
     ).filter(pl.col("p_up").is_not_nan() & pl.col("expected_return").is_not_nan())
     horizon = spec.training.label.horizon_bars
-    cost = 2.0 * (spec.execution.taker_fee_bps + spec.execution.slippage_bps) / 10_000.0
+    cost = 2.0 * (spec.execution.taker_fee_bps + spec.execution.slippage.half_spread_bps) / 10_000.0
     labels = forward_return_labels(bars, horizon, cost, spec.data.bar_ms)
     frame = frame.join(labels, on=["ts", "symbol"], how="inner")
     frame = frame.join(_lagged_return(bars, 1, spec.data.bar_ms, "ret_1"), on=["ts", "symbol"], how="left")
@@ -140,7 +140,7 @@ def render(results: list[dict[str, object]], measured_at: str) -> str:
     first = results[0]
     spec, bars, frame = first["spec"], first["bars"], first["frame"]
     horizon = spec.training.label.horizon_bars
-    cost = 2.0 * (spec.execution.taker_fee_bps + spec.execution.slippage_bps) / 10_000.0
+    cost = 2.0 * (spec.execution.taker_fee_bps + spec.execution.slippage.half_spread_bps) / 10_000.0
     lines = [
         "# Model quality on the real history",
         "",

@@ -389,13 +389,32 @@ class StrategySpec(Spec):
 
 
 # ---------------------------------------------------------------- execution
+class SlippageSpec(Spec):
+    """Spread- and size-dependent slippage, in bps of the fill bar's open, always against the order.
+
+    ``bps = min(max_bps, half_spread_bps + impact_bps_per_pct_of_bar_volume * 100 * order_usd / bar_usd)``
+    with ``order_usd = qty * open`` and ``bar_usd = open * volume`` of the bar the order fills on;
+    a bar with zero volume pays ``max_bps``.
+    """
+
+    half_spread_bps: Bps
+    impact_bps_per_pct_of_bar_volume: Annotated[float, Field(ge=0.0, le=100.0)]
+    max_bps: Bps
+
+    @model_validator(mode="after")
+    def _cap_covers_spread(self) -> SlippageSpec:
+        if self.max_bps < self.half_spread_bps:
+            raise ValueError(f"max_bps must be >= half_spread_bps ({self.half_spread_bps}), was {self.max_bps}")
+        return self
+
+
 class ExecutionSpec(Spec):
     """Broker and cost model. Orders decided on a bar fill at the next bar's open."""
 
     broker: Literal["simulated"]
     initial_cash: Annotated[float, Field(ge=10.0, le=1e10)]
     taker_fee_bps: Bps
-    slippage_bps: Bps
+    slippage: SlippageSpec
     min_order_usd: Annotated[float, Field(ge=0.0, le=1e6)]
 
 

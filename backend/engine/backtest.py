@@ -15,6 +15,7 @@ from backend.engine.runner import Outcome, Progress, execute, frame_sha256, load
 from backend.errors import ConfigError
 from backend.home import Home
 from backend.models.bundle import save_bundle
+from execution.accounting.campaigns import CampaignPnl, campaign_pnl, campaign_totals
 
 _MARKER_KIND = {"enter": "entry", "exit": "exit", "scale_out": "scale_out", "reenter": "reentry"}
 
@@ -28,10 +29,18 @@ def prepare_run_dir(run_dir: Path, create: bool = True) -> Path:
     return run_dir
 
 
+def campaign_rows(outcome: Outcome) -> list[CampaignPnl]:
+    """Return the run's PnL per (campaign, symbol), open positions marked at the last closes seen."""
+    portfolio = outcome.engine.portfolio
+    marks = dict(zip(outcome.matrix.symbols, outcome.engine.state.marks.tolist(), strict=True))
+    return campaign_pnl(portfolio.ledger, marks)
+
+
 def summarize(pipeline: Pipeline, outcome: Outcome, wall_seconds: float, extra: dict[str, object]) -> dict[str, object]:
     """Return the run summary: identity, counts, money, hashes and speed."""
     engine = outcome.engine
     portfolio = engine.portfolio
+    campaigns = campaign_totals(campaign_rows(outcome))
     events = int(outcome.matrix.has_bar.sum())
     final_equity = float(outcome.equity[-1])
     peak = np.maximum.accumulate(outcome.equity)
@@ -55,6 +64,8 @@ def summarize(pipeline: Pipeline, outcome: Outcome, wall_seconds: float, extra: 
         "max_drawdown_pct": round(100.0 * float(np.max(1.0 - outcome.equity / peak)), 4),
         "fees_paid": str(portfolio.fees_paid),
         "realized_pnl": str(portfolio.realized_pnl),
+        "campaigns": len(campaigns),
+        "campaigns_won": sum(int(total > 0) for total in campaigns.values()),
         "cash": str(portfolio.cash),
         "ledger_reconciles": portfolio.reconciles(),
         "decision_log_sha256": outcome.decision_log_sha256,
@@ -87,6 +98,23 @@ def write_outputs(run_dir: Path, outcome: Outcome) -> None:
             "price": pl.String, "fee": pl.String, "campaign_id": pl.String,
         },  # fmt: skip
     ).write_parquet(run_dir / "fills.parquet")
+    rows = campaign_rows(outcome)
+    money = ("bought_qty", "sold_qty", "open_qty", "fees", "open_cost_basis", "realised", "unrealised")
+    pl.DataFrame(
+        {
+            "campaign_id": [r.campaign_id for r in rows],
+            "symbol": [r.symbol for r in rows],
+            "first_ts": [r.first_ts for r in rows],
+            "last_ts": [r.last_ts for r in rows],
+            "fills": [r.fills for r in rows],
+            **{name: [str(getattr(r, name)) for r in rows] for name in money},
+            "total": [str(r.total) for r in rows],
+        },
+        schema={
+            "campaign_id": pl.String, "symbol": pl.String, "first_ts": pl.Int64, "last_ts": pl.Int64, "fills": pl.Int64,
+            **dict.fromkeys(money, pl.String), "total": pl.String,
+        },  # fmt: skip
+    ).write_parquet(run_dir / "campaigns.parquet")
     pl.DataFrame({"ts": outcome.matrix.ts_ms, "equity": outcome.equity}).write_parquet(run_dir / "equity.parquet")
     states = {s: outcome.states[:, i] for i, s in enumerate(outcome.matrix.symbols)}
     pl.DataFrame({"ts": outcome.matrix.ts_ms, **states}).write_parquet(run_dir / "states.parquet")

@@ -24,7 +24,7 @@ from backend.strategy.graph import CompiledGraph, CompiledTransition
 from backend.strategy.guards import env_key
 from backend.strategy.reasons import BUYS, Action
 from execution.accounting.portfolio import QTY, Fill, Portfolio
-from execution.brokers.simulated import MarketOrder, SimulatedBroker
+from execution.brokers.simulated import MarketOrder, SimulatedBroker, SlippageModel
 from execution.risk.gates import OrderIntent, PortfolioView, admit
 
 POSITION_NAMES = ("pos.unrealized_return", "pos.exposure_pct")
@@ -86,7 +86,7 @@ class Engine:
         self.stamp = stamp
         self.clock = clock
         self.portfolio = Portfolio(symbols, execution.initial_cash)
-        self.broker = SimulatedBroker(execution.taker_fee_bps, execution.slippage_bps)
+        self.broker = SimulatedBroker(execution.taker_fee_bps, SlippageModel(**execution.slippage.model_dump()))
         self.fee_rate = execution.taker_fee_bps / 10_000.0
         self.cluster_of = [clusters[s] for s in symbols]
         cluster_names = sorted(set(self.cluster_of))
@@ -153,7 +153,7 @@ class Engine:
         self.clock.advance_to(batch.ts_ms)
         st = self.state
         if self.broker.pending:
-            st.fills.extend(self.broker.on_bar(batch.ts_ms, batch.open, batch.has_bar, self.portfolio))
+            st.fills.extend(self.broker.on_bar(batch.ts_ms, batch.open, batch.has_bar, self.portfolio, batch.volume))
         np.copyto(st.marks, batch.close, where=batch.has_bar)
         equity = self._equity()
         drawdown = self._update_drawdown(batch, equity)

@@ -16,6 +16,8 @@ class BarBatch:
     evaluated for it. ``pred`` and ``feat`` hold the model outputs and features per symbol.
     ``matrix`` is the matrix a backtest batch is row ``index`` of (None for a live batch): the
     engine evaluates state-independent guards over the whole matrix once, ahead of the loop.
+    ``volume`` is each bar's traded volume in base units (None when the source records none): the
+    simulated broker sizes slippage by it.
     """
 
     index: int
@@ -26,6 +28,7 @@ class BarBatch:
     pred: Mapping[str, np.ndarray]
     feat: Mapping[str, np.ndarray]
     matrix: MarketMatrix | None = None
+    volume: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -39,19 +42,23 @@ class MarketMatrix:
     has_bar: np.ndarray
     pred: Mapping[str, np.ndarray]
     feat: Mapping[str, np.ndarray]
+    volume: np.ndarray | None = None
+
+    def batch(self, t: int, attached: bool = True) -> BarBatch:
+        """Return row ``t`` as a batch (row views, no copies); ``attached=False`` leaves out the matrix (a live event)."""
+        return BarBatch(
+            t,
+            int(self.ts_ms[t]),
+            self.open[t],
+            self.close[t],
+            self.has_bar[t],
+            {k: v[t] for k, v in self.pred.items()},
+            {k: v[t] for k, v in self.feat.items()},
+            self if attached else None,
+            None if self.volume is None else self.volume[t],
+        )
 
     def batches(self) -> Iterator[BarBatch]:
         """Yield one batch per timestamp, in time order (row views, no copies)."""
-        pred_items = tuple(self.pred.items())
-        feat_items = tuple(self.feat.items())
         for t in range(len(self.ts_ms)):
-            yield BarBatch(
-                t,
-                int(self.ts_ms[t]),
-                self.open[t],
-                self.close[t],
-                self.has_bar[t],
-                {k: v[t] for k, v in pred_items},
-                {k: v[t] for k, v in feat_items},
-                self,
-            )
+            yield self.batch(t)

@@ -88,8 +88,11 @@ def load_bars(spec: RunSpec, home: Home, progress: Progress) -> tuple[pl.DataFra
 
 
 def round_trip_cost(spec: RunSpec) -> float:
-    """Return the label cost: fees and slippage in and out, as a fraction."""
-    return 2.0 * (spec.execution.taker_fee_bps + spec.execution.slippage_bps) / 10_000.0
+    """Return the label cost: fees and slippage in and out, as a fraction.
+
+    Slippage counts at the model's half-spread: its size term depends on an order not yet sized.
+    """
+    return 2.0 * (spec.execution.taker_fee_bps + spec.execution.slippage.half_spread_bps) / 10_000.0
 
 
 def training_dataset(spec: RunSpec, bars: pl.DataFrame) -> pl.DataFrame:
@@ -218,6 +221,7 @@ def market_matrix(pipeline: Pipeline, bars: pl.DataFrame, bundle: ModelBundle, n
         has_bar=has_bar,
         pred={name: _matrix(predictions, name, pt, ps, shape) for name in PREDICTION_OUTPUTS},
         feat={name: _matrix(features, name, bt, bs, shape) for name in pipeline.feature_names},
+        volume=_matrix(features, "volume", bt, bs, shape),
     )
 
 

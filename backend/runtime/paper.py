@@ -43,7 +43,7 @@ from backend.models.registry import ModelRegistry
 from backend.profiles.watcher import ProfileWatcher
 from backend.sqlite import transaction
 from execution.accounting.portfolio import Fill, Portfolio
-from execution.brokers.simulated import MarketOrder, SimulatedBroker
+from execution.brokers.simulated import MarketOrder, SimulatedBroker, SlippageModel
 from execution.orders.journal import OrderJournal
 from execution.orders.lifecycle import OrderTrigger
 
@@ -111,8 +111,10 @@ class EventJournal(OrderJournal):
 class JournaledBroker(SimulatedBroker):
     """The simulated broker with every lifecycle step journalled; an order is journalled before it is queued."""
 
-    def __init__(self, fee_bps: float, slippage_bps: float, journal: OrderJournal, clock: SimulatedClock, crash: Crash) -> None:
-        super().__init__(fee_bps, slippage_bps)
+    def __init__(
+        self, fee_bps: float, slippage: SlippageModel, journal: OrderJournal, clock: SimulatedClock, crash: Crash
+    ) -> None:
+        super().__init__(fee_bps, slippage)
         self.journal = journal
         self.clock = clock
         self.crash = crash
@@ -128,9 +130,11 @@ class JournaledBroker(SimulatedBroker):
         self.journal.apply(order.order_id, OrderTrigger.ACKNOWLEDGE, ts, "SIMULATED_ACK")
         self.crash(self.event, "after_submit")
 
-    def on_bar(self, ts_ms: int, open_prices: np.ndarray, has_bar: np.ndarray, portfolio: Portfolio) -> list[Fill]:
+    def on_bar(
+        self, ts_ms: int, open_prices: np.ndarray, has_bar: np.ndarray, portfolio: Portfolio, volumes: np.ndarray | None
+    ) -> list[Fill]:
         before = list(self.pending)
-        fills = super().on_bar(ts_ms, open_prices, has_bar, portfolio)
+        fills = super().on_bar(ts_ms, open_prices, has_bar, portfolio, volumes)
         filled = {f.order_id: f for f in fills}
         waiting = {o.order_id for o in self.pending}
         for order in before:
@@ -182,12 +186,8 @@ class RecordedFeed:
 
     def batches(self, start: int) -> Iterator[BarBatch]:
         """Yield the events from index ``start`` on, each without the matrix (evaluated as a live event)."""
-        m = self.matrix
-        for t in range(start, len(m.ts_ms)):
-            yield BarBatch(
-                t, int(m.ts_ms[t]), m.open[t], m.close[t], m.has_bar[t],
-                {k: v[t] for k, v in m.pred.items()}, {k: v[t] for k, v in m.feat.items()},
-            )  # fmt: skip
+        for t in range(start, len(self.matrix.ts_ms)):
+            yield self.matrix.batch(t, attached=False)
 
 
 def load_recorded(run_dir: Path, registry: ModelRegistry, allow_run_bundle: bool, num_threads: int = 1) -> RecordedFeed:
@@ -272,7 +272,9 @@ class PaperRuntime:
         stamp = Stamp(pipeline.spec_hash, pipeline.profile_version, feed.bundle.version)
         clock = SimulatedClock(int(feed.matrix.ts_ms[0]))
         self.engine = Engine(spec.symbols, spec.universe.clusters, ordermin, pipeline.graph, spec.risk, spec.execution, stamp, clock)
-        self.broker = JournaledBroker(spec.execution.taker_fee_bps, spec.execution.slippage_bps, self.journal, clock, crash)
+        self.broker = JournaledBroker(
+            spec.execution.taker_fee_bps, SlippageModel(**spec.execution.slippage.model_dump()), self.journal, clock, crash
+        )
         self.engine.broker = self.broker
         self.log = RecordingLog()
         self.engine.log = self.log

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from decimal import Decimal
 from pathlib import Path
 
 import numpy as np
@@ -19,8 +20,10 @@ from backend.engine.runner import frame_sha256
 from backend.errors import ConfigError
 from backend.home import Home
 from backend.models.bundle import load_bundle
+from execution.accounting.portfolio import to_decimal
 
 RUN_FILES = [
+    "campaigns.parquet",
     "decisions.parquet",
     "equity.parquet",
     "fills.parquet",
@@ -151,3 +154,46 @@ def test_a_folder_that_already_holds_a_run_is_refused_and_left_alone(pipeline: P
     assert str(caught.value) == f"run folder {run_dir} already holds a run; choose another hydra.run.dir"
     assert {p.name: p.read_bytes() for p in run_dir.iterdir() if p.is_file()} == before
     assert not (tmp_path / "home").exists()
+
+
+def test_campaigns_parquet_reconciles_with_the_summary_and_the_equity_curve(
+    run: tuple[Path, dict[str, object], list[str]],
+) -> None:
+    run_dir, summary, _ = run
+    campaigns = pl.read_parquet(run_dir / "campaigns.parquet")
+    fills = pl.read_parquet(run_dir / "fills.parquet")
+    inputs = pl.read_parquet(run_dir / "inputs.parquet")
+
+    realised = sum((Decimal(v) for v in campaigns["realised"]), Decimal(0))
+    unrealised = sum((Decimal(v) for v in campaigns["unrealised"]), Decimal(0))
+    assert realised == Decimal(summary["realized_pnl"])
+    assert sum((Decimal(v) for v in campaigns["fees"]), Decimal(0)) == Decimal(summary["fees_paid"])
+    assert campaigns["fills"].sum() == fills.height == summary["fills"]
+    # Realised plus unrealised is the Decimal equity at the last closes minus the initial cash.
+    last = dict(inputs.sort("ts").group_by("symbol").last().select("symbol", "close").iter_rows())
+    held = campaigns.select("symbol", "open_qty").iter_rows()
+    value = sum((Decimal(q) * to_decimal(last[sym]) for sym, q in held), Decimal(0))
+    assert realised + unrealised == Decimal(summary["cash"]) + value - Decimal(str(summary["initial_equity"]))
+    totals: dict[str, Decimal] = {}
+    for campaign, total in campaigns.select("campaign_id", "total").iter_rows():
+        totals[campaign] = totals.get(campaign, Decimal(0)) + Decimal(total)
+    assert summary["campaigns"] == len(totals) > 0
+    assert summary["campaigns_won"] == sum(t > 0 for t in totals.values())
+
+
+def test_every_fill_pays_the_configured_slippage_for_its_size_on_its_bar(
+    pipeline: Pipeline, run: tuple[Path, dict[str, object], list[str]]
+) -> None:
+    run_dir, _, _ = run
+    model = pipeline.spec.execution.slippage
+    bars = pl.read_parquet(run_dir / "inputs.parquet").select("ts", "symbol", "open", "volume")
+    fills = pl.read_parquet(run_dir / "fills.parquet").join(bars, on=["ts", "symbol"])
+    assert fills.height > 0
+    paid = []
+    for row in fills.iter_rows(named=True):
+        direction = 1.0 if row["side"] == "buy" else -1.0
+        share_pct = 100.0 * float(row["qty"]) / row["volume"]
+        bps = min(model.max_bps, model.half_spread_bps + model.impact_bps_per_pct_of_bar_volume * share_pct)
+        assert float(row["price"]) == pytest.approx(row["open"] * (1.0 + direction * bps / 10_000.0), rel=1e-9, abs=1e-8)
+        paid.append(bps)
+    assert max(paid) > model.half_spread_bps

@@ -136,9 +136,12 @@ def test_replay_of_an_unchanged_run_is_identical(run_dir: Path, log: pl.DataFram
 
 
 def test_replay_lists_the_config_changes_it_ran_under(run_dir: Path) -> None:
-    report = replay(run_dir, ["name=renamed", "execution.slippage_bps=0"])
+    report = replay(run_dir, ["name=renamed", "execution.slippage.half_spread_bps=0"])
 
-    assert report.changes == (ConfigChange("execution.slippage_bps", 5.0, 0), ConfigChange("name", "default", "renamed"))
+    assert report.changes == (
+        ConfigChange("execution.slippage.half_spread_bps", 5.0, 0),
+        ConfigChange("name", "default", "renamed"),
+    )
     assert not report.identical
     # Cheaper fills leave more cash: the first decision after the first fill sizes or values differently.
     assert report.first_divergence is not None and report.first_divergence["seq"] > 0

@@ -208,7 +208,7 @@ def test_train_bundle_records_the_lineage_of_spec_features_labels_and_inputs(pip
         "features": canonical_json(spec.features),
         "feature_set_hash": content_hash(spec.features),
         "training": model_training_json(spec),
-        "label_round_trip_cost": 2.0 * (spec.execution.taker_fee_bps + spec.execution.slippage_bps) / 10_000.0,
+        "label_round_trip_cost": 2.0 * (spec.execution.taker_fee_bps + spec.execution.slippage.half_spread_bps) / 10_000.0,
         "lake_snapshot": snapshot,
         "inputs_sha256": frame_sha256(bars),
     }
@@ -228,6 +228,8 @@ def test_the_market_matrix_aligns_bars_features_and_predictions_to_time_by_symbo
     sol = bars.filter(pl.col("symbol") == "SOL")
     np.testing.assert_array_equal(matrix.close[:, 3], sol["close"].to_numpy())
     np.testing.assert_array_equal(matrix.open[:, 3], sol["open"].to_numpy())
+    assert matrix.volume is not None
+    np.testing.assert_array_equal(matrix.volume[:, 3], sol["volume"].to_numpy())
     assert set(matrix.feat) == set(pipeline.feature_names)
     # Predictions exist from the first test span on, and nowhere before it.
     first_test = int(np.searchsorted(matrix.ts_ms, bundle.folds[0].test_start_ms))
@@ -246,6 +248,7 @@ def test_a_missing_bar_is_a_gap_in_the_matrix_not_a_filled_value(pipeline: Pipel
     assert matrix.has_bar.sum() == holed.height
     assert not matrix.has_bar[t, 2] and matrix.has_bar[t, [0, 1, 3]].all()
     assert math.isnan(matrix.close[t, 2]) and math.isnan(matrix.pred["p_up"][t, 2])
+    assert matrix.volume is not None and math.isnan(matrix.volume[t, 2])
 
 
 def test_execute_returns_the_per_bar_series_and_the_hash_of_its_decision_log(outcome: Outcome, loaded: tuple[pl.DataFrame, dict[str, str]]) -> None:

@@ -174,7 +174,8 @@ def test_default_training_model_features_strategy_and_execution(default_spec: Ru
     assert (default_spec.strategy.name, default_spec.strategy.initial_state) == ("campaign_v1", "FLAT")
     assert [s.name for s in default_spec.strategy.states] == ["FLAT", "HOLDING", "PARTIAL", "SEVERE", "RECOVERY_HOLD", "RECOVERY_REDUCED"]
     assert default_spec.execution.model_dump() == {
-        "broker": "simulated", "initial_cash": 100_000.0, "taker_fee_bps": 40.0, "slippage_bps": 5.0,
+        "broker": "simulated", "initial_cash": 100_000.0, "taker_fee_bps": 40.0,
+        "slippage": {"half_spread_bps": 5.0, "impact_bps_per_pct_of_bar_volume": 2.0, "max_bps": 50.0},
         "min_order_usd": 0.5,
     }  # fmt: skip
 
@@ -260,7 +261,13 @@ def test_spec_is_frozen(default_spec: RunSpec) -> None:
         ("risk.max_drawdown_pct", 0, "'risk.max_drawdown_pct' must be > 0.0, was 0"),
         # execution
         ("execution.taker_fee_bps", 501, "'execution.taker_fee_bps' must be <= 500.0, was 501"),
-        ("execution.slippage_bps", -1, "'execution.slippage_bps' must be >= 0.0, was -1"),
+        ("execution.slippage.half_spread_bps", -1, "'execution.slippage.half_spread_bps' must be >= 0.0, was -1"),
+        ("execution.slippage.max_bps", 501, "'execution.slippage.max_bps' must be <= 500.0, was 501"),
+        (
+            "execution.slippage.impact_bps_per_pct_of_bar_volume",
+            101,
+            "'execution.slippage.impact_bps_per_pct_of_bar_volume' must be <= 100.0, was 101",
+        ),
         ("execution.initial_cash", 5, "'execution.initial_cash' must be >= 10.0, was 5"),
         ("execution.min_order_usd", 2000000, "'execution.min_order_usd' must be <= 1000000.0, was 2000000"),
         # training
@@ -423,6 +430,11 @@ def test_cross_field_rule_is_refused_naming_both_fields_and_the_value(
 def test_purge_equal_to_the_horizon_is_enough() -> None:
     spec = compose_spec(["training.walk_forward.purge_bars=144"])
     assert spec.training.walk_forward.purge_bars == spec.training.label.horizon_bars == 144
+
+
+def test_slippage_cap_below_the_half_spread_is_refused(default_raw: dict[str, Any]) -> None:
+    raw = with_value(default_raw, "execution.slippage.max_bps", 4.0)
+    assert raw_refusal(raw) == "invalid config:\n'execution.slippage': max_bps must be >= half_spread_bps (5.0), was 4.0"
 
 
 def test_duplicate_universe_symbol_is_refused(default_raw: dict[str, Any]) -> None:

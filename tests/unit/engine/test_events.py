@@ -67,3 +67,21 @@ def test_backtest_batches_point_at_their_matrix_and_live_batches_at_none() -> No
     assert all(b.matrix is matrix for b in matrix.batches())
     live = BarBatch(0, 1_000, matrix.open[0], matrix.close[0], matrix.has_bar[0], {}, {})
     assert live.matrix is None
+
+
+def test_volume_rows_are_carried_when_the_matrix_records_volume_and_none_otherwise() -> None:
+    matrix = _matrix()
+    assert all(b.volume is None for b in matrix.batches())
+    volume = np.arange(6, dtype=float).reshape(3, 2) * 10.0
+    with_volume = MarketMatrix(matrix.ts_ms, matrix.symbols, matrix.open, matrix.close, matrix.has_bar, {}, {}, volume)
+    rows = [b.volume for b in with_volume.batches()]
+    assert all(np.shares_memory(r, volume) for r in rows)
+    assert [r.tolist() for r in rows] == volume.tolist()
+
+
+def test_a_detached_batch_is_a_live_event_with_the_same_row() -> None:
+    matrix = _matrix()
+    live = matrix.batch(1, attached=False)
+    assert live.matrix is None and live.index == 1 and live.ts_ms == 2_000
+    np.testing.assert_array_equal(live.close, matrix.close[1])
+    np.testing.assert_array_equal(live.pred["p_up"], matrix.pred["p_up"][1])

@@ -14,7 +14,7 @@ from backend.audit.decisions import COLUMNS
 from backend.engine.clock import SimulatedClock
 from backend.runtime.paper import CRASH_ENV, EventJournal, JournaledBroker, PaperRuntimeError, RecordingLog, crash_hook
 from execution.accounting.portfolio import Portfolio
-from execution.brokers.simulated import MarketOrder
+from execution.brokers.simulated import MarketOrder, SlippageModel
 from execution.orders.lifecycle import OrderStatus
 
 SYMBOLS = ("BTC", "ETH", "SOL")
@@ -32,7 +32,7 @@ def broker_for(journal: EventJournal, points: list[tuple[int, str]] | None = Non
         if points is not None:
             points.append((index, point))
 
-    broker = JournaledBroker(10.0, 0.0, journal, SimulatedClock(1_000), record)
+    broker = JournaledBroker(10.0, SlippageModel(0.0, 0.0, 0.0), journal, SimulatedClock(1_000), record)
     broker.event = 7
     return broker
 
@@ -66,7 +66,7 @@ def test_fills_partial_fills_and_unfillable_orders_are_journalled(journal: Event
     broker.submit(MarketOrder("nothing", "ETH", "sell", Decimal("1")))
     broker.submit(MarketOrder("waits", "SOL", "buy", Decimal("1")))
 
-    fills = broker.on_bar(2_000, np.array([100.0, 50.0, np.nan]), np.array([True, True, False]), portfolio)
+    fills = broker.on_bar(2_000, np.array([100.0, 50.0, np.nan]), np.array([True, True, False]), portfolio, None)
 
     assert [f.order_id for f in fills] == ["full", "partial"]
     assert journal.status("full") is OrderStatus.FILLED
