@@ -180,9 +180,43 @@ def frame_sha256(frame: pl.DataFrame) -> str:
     return sha256_hex(b"\x1e".join(parts))
 
 
-def _matrix(values: pl.DataFrame, column: str, t_idx: np.ndarray, s_idx: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+@dataclass(frozen=True)
+class Placement:
+    """Where a frame's rows go in a ``(time, symbol)`` matrix.
+
+    ``block`` is ``(first_row, rows)`` when the frame, sorted by ``(ts, symbol)``, fills a contiguous run
+    of whole timestamps (every symbol present): then a column is a plain reshape, with no scatter.
+    """
+
+    t_idx: np.ndarray
+    s_idx: np.ndarray
+    block: tuple[int, int] | None
+
+
+def place(frame: pl.DataFrame, times: np.ndarray, code: dict[str, int]) -> Placement:
+    """Locate ``frame``'s rows (sorted by ``(ts, symbol)``) in the matrix of ``times`` x ``code``."""
+    t_idx = np.searchsorted(times, frame["ts"].to_numpy())
+    s_idx = frame["symbol"].replace_strict(code, return_dtype=pl.Int64).to_numpy()
+    n, width = len(t_idx), len(code)
+    rows = n // width
+    dense = (
+        n > 0
+        and n == rows * width
+        and bool((s_idx.reshape(rows, width) == np.arange(width)).all())
+        and bool((t_idx.reshape(rows, width) == (t_idx[0] + np.arange(rows))[:, None]).all())
+    )
+    return Placement(t_idx, s_idx, (int(t_idx[0]), rows) if dense else None)
+
+
+def align_column(values: pl.DataFrame, column: str, where: Placement, shape: tuple[int, int]) -> np.ndarray:
+    """Return ``values[column]`` as a ``shape`` matrix placed by ``where``; cells without a row are NaN."""
+    data = values[column].to_numpy()
     out = np.full(shape, np.nan)
-    out[t_idx, s_idx] = values[column].to_numpy()
+    if where.block is None:
+        out[where.t_idx, where.s_idx] = data
+    else:
+        first, rows = where.block
+        out[first : first + rows] = data.reshape(rows, shape[1])
     return out
 
 
@@ -203,25 +237,18 @@ def market_matrix(pipeline: Pipeline, bars: pl.DataFrame, bundle: ModelBundle, n
     times = np.unique(bars["ts"].to_numpy())
     shape = (len(times), len(symbols))
     code = {s: i for i, s in enumerate(symbols)}
-
-    def index(frame: pl.DataFrame) -> tuple[np.ndarray, np.ndarray]:
-        t_idx = np.searchsorted(times, frame["ts"].to_numpy())
-        s_idx = frame["symbol"].replace_strict(code, return_dtype=pl.Int64).to_numpy()
-        return t_idx, s_idx
-
-    bt, bs = index(features)
-    pt, ps = index(predictions)
+    bars_at, predictions_at = place(features, times, code), place(predictions, times, code)
     has_bar = np.zeros(shape, dtype=bool)
-    has_bar[bt, bs] = True
+    has_bar[bars_at.t_idx, bars_at.s_idx] = True
     return MarketMatrix(
         ts_ms=times,
         symbols=symbols,
-        open=_matrix(features, "open", bt, bs, shape),
-        close=_matrix(features, "close", bt, bs, shape),
+        open=align_column(features, "open", bars_at, shape),
+        close=align_column(features, "close", bars_at, shape),
         has_bar=has_bar,
-        pred={name: _matrix(predictions, name, pt, ps, shape) for name in PREDICTION_OUTPUTS},
-        feat={name: _matrix(features, name, bt, bs, shape) for name in pipeline.feature_names},
-        volume=_matrix(features, "volume", bt, bs, shape),
+        pred={name: align_column(predictions, name, predictions_at, shape) for name in PREDICTION_OUTPUTS},
+        feat={name: align_column(features, name, bars_at, shape) for name in pipeline.feature_names},
+        volume=align_column(features, "volume", bars_at, shape),
     )
 
 

@@ -19,6 +19,8 @@ from backend.engine.clock import WallClock
 from backend.engine.pipeline import Pipeline, compile_pipeline
 from backend.engine.runner import (
     BAR_COLUMNS,
+    align_column,
+    place,
     Outcome,
     execute,
     frame_sha256,
@@ -297,3 +299,37 @@ def test_write_json_refuses_nan_and_keeps_the_previous_file(tmp_path: Path) -> N
 def test_only_the_model_outputs_a_graph_reads_are_predicted(strategy: str, targets: tuple[str, ...]) -> None:
     pipeline = compile_pipeline(small_spec(f"strategy={strategy}"))
     assert pipeline.prediction_targets == targets
+
+
+def _frame(rows: list[tuple[int, str]]) -> pl.DataFrame:
+    return pl.DataFrame({"ts": [r[0] for r in rows], "symbol": [r[1] for r in rows], "x": [float(i) for i in range(len(rows))]})
+
+
+def test_a_frame_of_whole_timestamps_is_placed_as_one_block_and_reshaped() -> None:
+    times, code = np.array([10, 20, 30, 40]), {"A": 0, "B": 1}
+    frame = _frame([(20, "A"), (20, "B"), (30, "A"), (30, "B")])
+    where = place(frame, times, code)
+    assert where.block == (1, 2)
+    out = align_column(frame, "x", where, (4, 2))
+    assert np.isnan(out[0]).all() and np.isnan(out[3]).all()
+    assert out[1:3].tolist() == [[0.0, 1.0], [2.0, 3.0]]
+
+
+@pytest.mark.parametrize(
+    "rows",
+    [
+        [(10, "A"), (10, "B"), (20, "A")],  # a missing bar: not whole timestamps
+        [(10, "A"), (10, "B"), (30, "A"), (30, "B")],  # whole timestamps, but not contiguous
+        [(10, "B"), (10, "A")],  # symbols out of order
+        [],  # nothing to place
+    ],
+)
+def test_any_other_frame_is_scattered_cell_by_cell(rows: list[tuple[int, str]]) -> None:
+    times, code = np.array([10, 20, 30]), {"A": 0, "B": 1}
+    frame = _frame(rows) if rows else _frame([]).cast({"ts": pl.Int64, "symbol": pl.String})
+    where = place(frame, times, code)
+    assert where.block is None
+    out = align_column(frame, "x", where, (3, 2))
+    assert int((~np.isnan(out)).sum()) == len(rows)
+    for value, (ts, symbol) in enumerate(rows):
+        assert out[int(np.searchsorted(times, ts)), code[symbol]] == float(value)
