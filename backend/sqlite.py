@@ -1,10 +1,12 @@
-"""The transaction rule shared by every SQLite store (orders, profiles, control, ingestion)."""
+"""What every SQLite store shares (orders, profiles, control, ingestion): the transaction rule and closing."""
 
 from __future__ import annotations
 
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
+from types import TracebackType
+from typing import Self
 
 
 @contextmanager
@@ -22,3 +24,21 @@ def transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
             conn.execute("ROLLBACK")
         raise
     conn.execute("COMMIT")
+
+
+class SqliteStore:
+    """Base of the stores that own one connection (``self._conn``): close it, or use the store in ``with``."""
+
+    _conn: sqlite3.Connection
+
+    def close(self) -> None:
+        """Close the database connection."""
+        self._conn.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 from backend.config.compose import compose_spec
 from backend.config.schema import RunSpec
 
@@ -34,7 +32,3 @@ def small_spec(*extra: str) -> RunSpec:
     """Compose and validate the SMALL run with ``extra`` overrides."""
     return compose_spec(small_overrides(*extra))
 
-
-def overrides_for(spec_overrides: Sequence[str]) -> list[str]:
-    """Return overrides as a list (helper for parametrized tests)."""
-    return list(spec_overrides)

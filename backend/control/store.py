@@ -18,11 +18,10 @@ import sqlite3
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 from backend.engine.clock import Clock
-from backend.sqlite import transaction
+from backend.sqlite import SqliteStore, transaction
 from backend.errors import ControlError
 from backend.home import acts_home
 
@@ -132,7 +131,7 @@ def _action(row: sqlite3.Row) -> ControlAction:
     )
 
 
-class ControlStore:
+class ControlStore(SqliteStore):
     """The kill switch and its action log in one SQLite file (WAL); each action is one transaction."""
 
     def __init__(self, path: Path) -> None:
@@ -201,20 +200,6 @@ class ControlStore:
             last_action=None if last is None else _action(last),
         )
 
-    def close(self) -> None:
-        """Close the database connection."""
-        self._conn.close()
-
-    def __enter__(self) -> ControlStore:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
 
 def kill(author: str, reason: str, clock: Clock, path: Path | None = None) -> ControlStatus:

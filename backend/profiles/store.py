@@ -13,7 +13,6 @@ from collections.abc import Mapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 from backend.config.canonical import canonical_json, sha256_hex
@@ -38,7 +37,7 @@ from backend.profiles.errors import (
     UnknownProfileError,
 )
 from backend.profiles.presets import default_profile_name, load_presets
-from backend.sqlite import transaction
+from backend.sqlite import SqliteStore, transaction
 
 PRESET_AUTHOR = "acts-presets"
 DATABASE_NAME = "acts.db"
@@ -99,7 +98,7 @@ def _activation(row: sqlite3.Row) -> Activation:
     return Activation(*(row[key] for key in _ACTIVATION_COLUMNS.split(", ")))
 
 
-class ProfileStore:
+class ProfileStore(SqliteStore):
     """Versioned risk profiles in SQLite (WAL). Seeds the shipped presets as v1 on first use.
 
     Parameters
@@ -373,17 +372,6 @@ class ProfileStore:
         return ChainReport(len(heads), len(commits), len(activations), head_list, tuple(problems))
 
     # ------------------------------------------------------------ lifecycle
-    def close(self) -> None:
-        """Close the database connection."""
-        self._conn.close()
-
-    def __enter__(self) -> ProfileStore:
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
 
 
 def home_database(home: Path) -> Path:

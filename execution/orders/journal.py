@@ -6,10 +6,9 @@ import sqlite3
 from contextlib import AbstractContextManager
 from decimal import Decimal
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
-from backend.sqlite import transaction
+from backend.sqlite import SqliteStore, transaction
 from backend.errors import ActsError
 from execution.orders.lifecycle import TERMINAL, OrderStatus, OrderTrigger, next_status
 
@@ -57,7 +56,7 @@ def _decimal(text: str | None) -> Decimal | None:
     return None if text is None else Decimal(text)
 
 
-class OrderJournal:
+class OrderJournal(SqliteStore):
     """SQLite journal of orders (WAL, synchronous=FULL); each write is one transaction."""
 
     def __init__(self, path: Path) -> None:
@@ -171,17 +170,3 @@ class OrderJournal:
             for row in rows
         ]
 
-    def close(self) -> None:
-        """Close the database connection."""
-        self._conn.close()
-
-    def __enter__(self) -> OrderJournal:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
