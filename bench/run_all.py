@@ -22,6 +22,7 @@ ORDER = (
     "bench_strategy.py",
     "bench_paper.py",
     "bench_training.py",
+    "bench_predict.py",
 )
 
 

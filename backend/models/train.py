@@ -17,7 +17,7 @@ import polars as pl
 from backend.config.canonical import sha256_hex
 from backend.config.schema import LgbmParamsSpec, ModelSpec, TrainingSpec
 from backend.errors import ModelError
-from backend.models import lgbm
+from backend.models import forest, lgbm
 from backend.models.bundle import TARGETS, FoldWindow, ModelBundle, TrainedModel
 from backend.models.parallel import run_tasks
 from backend.models.walkforward import make_folds
@@ -205,6 +205,28 @@ def _spans(bundle: ModelBundle, forward: bool) -> list[tuple[FoldWindow, int]]:
     return spans
 
 
+def _fold_forest(bundle: ModelBundle, fold: int, targets: tuple[str, ...]) -> tuple[forest.Forest, dict[str, tuple[int, np.ndarray]]]:
+    """Compile the fold's boosters for ``targets`` into one forest.
+
+    Returns the forest and, per target the fold has a global booster for, the global model's index
+    and each symbol's specialist index (-1: none, the global output stands alone).
+    """
+    texts: list[str] = []
+    plans: dict[str, tuple[int, np.ndarray]] = {}
+    for target in (t for t in TARGETS if t in targets):
+        general = bundle.find(fold, "global", target)
+        if general is None:
+            continue
+        plans[target] = (len(texts), np.full(len(bundle.symbols), -1, dtype=np.int64))
+        texts.append(general.text)
+        for code, symbol in enumerate(bundle.symbols):
+            specialist = bundle.find(fold, symbol, target)
+            if specialist is not None:
+                plans[target][1][code] = len(texts)
+                texts.append(specialist.text)
+    return forest.compile_forest(texts), plans
+
+
 def predict_bundle(
     bundle: ModelBundle,
     features: pl.DataFrame,
@@ -221,32 +243,24 @@ def predict_bundle(
     its test span (a promoted model predicting new bars). ``p_recovery`` is NaN where the fold has
     no recovery booster in any scope; a scope without one falls back to the global booster. Outputs
     not in ``targets`` are NaN without being computed (a strategy that never reads one does not pay for it).
+    Scores are LightGBM's, bit for bit, computed by :mod:`backend.models.forest` on ``num_threads`` threads.
     """
     frame = _with_context(features.filter(pl.col("symbol").is_in(list(bundle.symbols))), bundle.symbols, bundle.clusters, clusters)
-    columns = list(bundle.feature_names)
-    global_columns = columns + ["symbol_code", "cluster_code"]
-    weight = bundle.specialist_weight
+    global_columns = [*bundle.feature_names, "symbol_code", "cluster_code"]
     parts = []
     for window, span_end in _spans(bundle, forward):
         span = frame.filter(pl.col("ts").is_between(window.test_start_ms, span_end, closed="left"))
         out: dict[str, object] = {"ts": span["ts"], "symbol": span["symbol"]}
-        # Integer codes: comparing a numpy object array of strings per symbol is far slower.
-        codes = span["symbol_code"].to_numpy()
-        global_matrix = _matrix(span, global_columns)
-        specialist_matrix = global_matrix[:, : len(columns)]
+        # Specialists read the leading feature columns, the global model also the two context codes.
+        matrix = _matrix(span, global_columns)
+        codes = span["symbol_code"].to_numpy().astype(np.int64)
+        compiled, plans = _fold_forest(bundle, window.index, targets)
         for target in TARGETS:
-            general = bundle.find(window.index, "global", target) if target in targets else None
-            if general is None:
+            if target in plans:
+                general, own = plans[target]
+                out[target] = forest.blend(compiled, matrix, codes, general, own, bundle.specialist_weight, num_threads)
+            else:
                 out[target] = np.full(span.height, np.nan)
-                continue
-            blended = lgbm.predict(general.text, global_matrix, num_threads)
-            for code, symbol in enumerate(bundle.symbols):
-                mask = codes == code
-                specialist = bundle.find(window.index, symbol, target)
-                if specialist is not None and mask.any():
-                    own = lgbm.predict(specialist.text, specialist_matrix[mask], num_threads)
-                    blended[mask] = (1.0 - weight) * blended[mask] + weight * own
-            out[target] = blended
         parts.append(pl.DataFrame(out).with_columns(pl.lit(window.index, dtype=pl.Int64).alias("fold")))
     result = pl.concat(parts) if parts else pl.DataFrame(
         schema={"ts": pl.Int64, "symbol": pl.String, **{t: pl.Float64 for t in TARGETS}, "fold": pl.Int64}
