@@ -228,7 +228,7 @@ def _parse_model(text: str, where: str) -> _Tables:
     targets = np.where(children >= 0, starts[tree_of][:, None] + children,
                        (starts + inner)[tree_of][:, None] + ~children)  # fmt: skip
     nodes = int((inner + leaves).sum())
-    link = np.zeros((nodes, 3), dtype=np.int32)
+    link = np.zeros((nodes, 3), dtype=np.uint32)
     link[position, 0] = split["split_feature"]
     link[position, 1:] = targets
     leaf_position = np.repeat(starts + inner, leaves) + (np.arange(int(leaves.sum())) - np.repeat(np.cumsum(leaves) - leaves, leaves))
@@ -278,7 +278,7 @@ def compile_forest(texts: Sequence[str]) -> Forest:
 
     cat_start = [np.where(m.cat_len > 0, m.cat_start + offset, 0) for m, offset in zip(models, words_before)]
     return Forest(
-        link=joined("link", np.int32).reshape(-1, 3),
+        link=joined("link", np.uint32).reshape(-1, 3),
         threshold=joined("threshold", np.float64),
         decision=joined("decision", np.uint8),
         simple=joined("simple", np.bool_),
@@ -332,15 +332,16 @@ def _same(a: float, b: float) -> bool:
     return a == b or (math.isnan(a) and math.isnan(b))
 
 
-def _fold_categorical(xr: np.ndarray, rows: np.ndarray, model: int, zero_column: int, link: np.ndarray,
+def _fold_categorical(xr: np.ndarray, width: int, rows: np.ndarray, model: int, link: np.ndarray,
                       threshold: np.ndarray, decision: np.ndarray, simple: np.ndarray, cat_start: np.ndarray,
                       cat_len: np.ndarray, cat_words: np.ndarray, model_nodes: np.ndarray,
                       cat_features: np.ndarray, cat_offsets: np.ndarray, block_link: np.ndarray,
                       block_threshold: np.ndarray, block_simple: np.ndarray) -> bool:  # fmt: skip
     """Decide the model's categorical splits once for ``rows`` when their features are constant there.
 
-    Fills ``block_*`` with the model's tables, each categorical split rewritten as a simple split that
-    reads the all-zero column ``zero_column`` (``0 > 1.0`` is false: left; ``0 > -1.0``: right).
+    ``xr`` is the row-major matrix flattened, ``width`` columns a row. Fills ``block_*`` with the
+    model's tables, each categorical split rewritten as a simple split that reads the all-zero last
+    column (``0 > 1.0`` is false: left; ``0 > -1.0``: right).
     Returns False, having written nothing, when the model has no categorical split or one of its
     categorical features varies over ``rows``.
     """
@@ -348,10 +349,10 @@ def _fold_categorical(xr: np.ndarray, rows: np.ndarray, model: int, zero_column:
     if first == last:
         return False
     for k in range(first, last):
-        feature = cat_features[k]
-        anchor = xr[rows[0], feature]
+        feature = np.uint64(cat_features[k])
+        anchor = xr[rows[0] * width + feature]
         for j in range(1, len(rows)):
-            if not _same(xr[rows[j], feature], anchor):
+            if not _same(xr[rows[j] * width + feature], anchor):
                 return False
     base = model_nodes[model]
     for at in range(model_nodes[model + 1] - base):
@@ -361,24 +362,26 @@ def _fold_categorical(xr: np.ndarray, rows: np.ndarray, model: int, zero_column:
         block_threshold[at] = threshold[node]
         block_simple[at] = simple[node]
         if decision[node] & _CATEGORICAL:
-            value = xr[rows[0], link[node, 0]]
+            value = xr[rows[0] * width + link[node, 0]]
             left = _goes_left(value, decision[node], threshold[node], cat_start[node], cat_len[node], cat_words)
-            block_link[at, 0] = zero_column
+            block_link[at, 0] = width - 1
             block_threshold[at] = 1.0 if left else -1.0
             block_simple[at] = True
     return True
 
 
-def _walk(xr: np.ndarray, x0: np.ndarray, rows: np.ndarray, base: int, link: np.ndarray, threshold: np.ndarray,
-          simple: np.ndarray, decision: np.ndarray, value: np.ndarray, cat_start: np.ndarray, cat_len: np.ndarray,
-          cat_words: np.ndarray, first_tree: int, last_tree: int, tree_root: np.ndarray, tree_depth: np.ndarray,
-          tree_simple: np.ndarray, tree_foldable: np.ndarray, folded: bool, node: np.ndarray,
+def _walk(xr: np.ndarray, x0: np.ndarray, width: int, rows: np.ndarray, base: int, link: np.ndarray,
+          threshold: np.ndarray, simple: np.ndarray, decision: np.ndarray, value: np.ndarray, cat_start: np.ndarray,
+          cat_len: np.ndarray, cat_words: np.ndarray, first_tree: int, last_tree: int, tree_root: np.ndarray,
+          tree_depth: np.ndarray, tree_simple: np.ndarray, tree_foldable: np.ndarray, folded: bool, node: np.ndarray,
           total: np.ndarray) -> None:  # fmt: skip
     """Set ``total`` to the raw score of ``rows``: trees in order, ``STEP_ROWS`` rows a level at a time.
 
-    ``link``, ``threshold`` and ``simple`` are indexed by model-local node; ``decision``, ``value``,
-    ``cat_start`` and ``cat_len`` by ``base`` plus it. ``folded``: the categorical splits were folded
-    into simple ones, so a tree whose other splits are all simple (``tree_foldable``) needs no branch.
+    ``xr`` and ``x0`` are row-major matrices flattened, ``width`` columns a row. ``link``, ``threshold``
+    and ``simple`` are indexed by model-local node; ``decision``, ``value``, ``cat_start`` and ``cat_len``
+    by ``base`` plus it. ``folded``: the categorical splits were folded into simple ones, so a tree
+    whose other splits are all simple (``tree_foldable``) needs no branch. Indices are unsigned: the
+    compiled code then needs no negative-index wraparound.
     """
     count = len(rows)
     for lo in range(0, count, STEP_ROWS):
@@ -386,14 +389,16 @@ def _walk(xr: np.ndarray, x0: np.ndarray, rows: np.ndarray, base: int, link: np.
         for j in range(lo, hi):
             total[j] = 0.0
         for tree in range(first_tree, last_tree):
+            root = np.uint64(tree_root[tree])
             for j in range(lo, hi):
-                node[j] = tree_root[tree]
+                node[j] = root
             if tree_simple[tree] or (folded and tree_foldable[tree]):  # the common case: no branch per step
                 for _ in range(tree_depth[tree]):
                     moved = False
                     for j in range(lo, hi):
                         at = node[j]
-                        step = link[at, 1 + (x0[rows[j], link[at, 0]] > threshold[at])]
+                        right = np.uint64(x0[rows[j] * width + link[at, 0]] > threshold[at])
+                        step = np.uint64(link[at, 1 + right])
                         moved |= step != at
                         node[j] = step
                     if not moved:  # every row is at its leaf
@@ -402,13 +407,15 @@ def _walk(xr: np.ndarray, x0: np.ndarray, rows: np.ndarray, base: int, link: np.
                 for _ in range(tree_depth[tree]):
                     for j in range(lo, hi):
                         at = node[j]
+                        cell = rows[j] * width + link[at, 0]
                         if simple[at]:
-                            right = x0[rows[j], link[at, 0]] > threshold[at]
+                            right = np.uint64(x0[cell] > threshold[at])
                         else:
                             where = base + at
-                            right = not _goes_left(xr[rows[j], link[at, 0]], decision[where], threshold[at],
-                                                   cat_start[where], cat_len[where], cat_words)  # fmt: skip
-                        node[j] = link[at, 1 + right]
+                            left = _goes_left(xr[cell], decision[where], threshold[at], cat_start[where],
+                                              cat_len[where], cat_words)  # fmt: skip
+                            right = np.uint64(not left)
+                        node[j] = np.uint64(link[at, 1 + right])
             for j in range(lo, hi):
                 total[j] += value[base + node[j]]
 
@@ -419,27 +426,27 @@ def _output(raw: float, sigmoid: float) -> float:
     return 1.0 / (1.0 + math.exp(-sigmoid * raw))
 
 
-def _score(xr: np.ndarray, x0: np.ndarray, rows: np.ndarray, model: int, link: np.ndarray, threshold: np.ndarray,
+def _score(xr: np.ndarray, x0: np.ndarray, width: int, rows: np.ndarray, model: int, link: np.ndarray, threshold: np.ndarray,
            decision: np.ndarray, simple: np.ndarray, value: np.ndarray, cat_start: np.ndarray, cat_len: np.ndarray,
            cat_words: np.ndarray, tree_root: np.ndarray, tree_depth: np.ndarray, tree_simple: np.ndarray,
            tree_foldable: np.ndarray, model_nodes: np.ndarray, model_trees: np.ndarray, cat_features: np.ndarray,
            cat_offsets: np.ndarray, node: np.ndarray, total: np.ndarray) -> None:  # fmt: skip
     """Set ``total`` to model ``model``'s raw score of ``rows``, folding its categorical splits when it can."""
-    base, end = model_nodes[model], model_nodes[model + 1]
-    block_link = np.empty((end - base, 3), dtype=np.int32)
+    base, end = np.uint64(model_nodes[model]), np.uint64(model_nodes[model + 1])
+    block_link = np.empty((end - base, 3), dtype=np.uint32)
     block_threshold = np.empty(end - base, dtype=np.float64)
     block_simple = np.empty(end - base, dtype=np.bool_)
-    folded = _fold_categorical(xr, rows, model, x0.shape[1] - 1, link, threshold, decision, simple, cat_start,
+    folded = _fold_categorical(xr, width, rows, model, link, threshold, decision, simple, cat_start,
                                cat_len, cat_words, model_nodes, cat_features, cat_offsets, block_link,
                                block_threshold, block_simple)  # fmt: skip
     if not folded:
         block_link, block_threshold, block_simple = link[base:end], threshold[base:end], simple[base:end]
-    _walk(xr, x0, rows, base, block_link, block_threshold, block_simple, decision, value, cat_start, cat_len,
+    _walk(xr, x0, width, rows, base, block_link, block_threshold, block_simple, decision, value, cat_start, cat_len,
           cat_words, model_trees[model], model_trees[model + 1], tree_root, tree_depth, tree_simple, tree_foldable,
           folded, node, total)  # fmt: skip
 
 
-def _blend(xr: np.ndarray, x0: np.ndarray, order: np.ndarray, blocks: np.ndarray, general: int, weight: float,
+def _blend(xr: np.ndarray, x0: np.ndarray, width: int, order: np.ndarray, blocks: np.ndarray, general: int, weight: float,
            link: np.ndarray, threshold: np.ndarray, decision: np.ndarray, simple: np.ndarray, value: np.ndarray,
            cat_start: np.ndarray, cat_len: np.ndarray, cat_words: np.ndarray, tree_root: np.ndarray,
            tree_depth: np.ndarray, tree_simple: np.ndarray, tree_foldable: np.ndarray, model_nodes: np.ndarray,
@@ -449,14 +456,14 @@ def _blend(xr: np.ndarray, x0: np.ndarray, order: np.ndarray, blocks: np.ndarray
     for b in numba.prange(blocks.shape[0]):
         rows = order[blocks[b, 0] : blocks[b, 1]]
         own = blocks[b, 2]
-        node = np.empty(len(rows), dtype=np.int64)
+        node = np.empty(len(rows), dtype=np.uint64)
         general_raw = np.empty(len(rows), dtype=np.float64)
         own_raw = np.empty(len(rows), dtype=np.float64)
-        _score(xr, x0, rows, general, link, threshold, decision, simple, value, cat_start, cat_len, cat_words,
+        _score(xr, x0, width, rows, general, link, threshold, decision, simple, value, cat_start, cat_len, cat_words,
                tree_root, tree_depth, tree_simple, tree_foldable, model_nodes, model_trees, cat_features,
                cat_offsets, node, general_raw)  # fmt: skip
         if own >= 0:
-            _score(xr, x0, rows, own, link, threshold, decision, simple, value, cat_start, cat_len, cat_words,
+            _score(xr, x0, width, rows, own, link, threshold, decision, simple, value, cat_start, cat_len, cat_words,
                    tree_root, tree_depth, tree_simple, tree_foldable, model_nodes, model_trees, cat_features,
                    cat_offsets, node, own_raw)  # fmt: skip
         for j in range(len(rows)):
@@ -485,7 +492,7 @@ def _blocks(codes: np.ndarray, specialist: np.ndarray) -> tuple[np.ndarray, np.n
     model = np.full(len(codes), -1, dtype=np.int64)
     known = codes >= 0
     model[known] = specialist[codes[known]]
-    order = np.argsort(model, kind="stable")
+    order = np.argsort(model, kind="stable").astype(np.uint64)
     grouped = model[order]
     starts = np.flatnonzero(np.r_[True, grouped[1:] != grouped[:-1]]) if len(order) else np.empty(0, dtype=np.int64)
     ends = np.r_[starts[1:], len(order)].astype(np.int64)
@@ -522,14 +529,14 @@ def blend(forest: Forest, x: np.ndarray, codes: np.ndarray, general: int, specia
         raise ModelError(f"codes must give one code per row, each below {len(own)}")
     # LightGBM reads a magnitude up to kZeroThreshold as 0.0; a simple split also reads NaN as 0.0.
     # The extra all-zero column is what folded categorical splits read.
-    xr = np.where(np.abs(matrix) <= ZERO_THRESHOLD, 0.0, matrix)
-    x0 = np.zeros((matrix.shape[0], matrix.shape[1] + 1))
-    x0[:, :-1] = np.where(np.isnan(xr), 0.0, xr)
+    xr = np.zeros((matrix.shape[0], matrix.shape[1] + 1))
+    xr[:, :-1] = np.where(np.abs(matrix) <= ZERO_THRESHOLD, 0.0, matrix)
+    x0 = np.where(np.isnan(xr), 0.0, xr)
     order, blocks = _blocks(row_codes, own)
     out = np.empty(matrix.shape[0], dtype=np.float64)
     kernel = _blend_jit if compiled else _blend
     numba.set_num_threads(max(1, min(num_threads, numba.config.NUMBA_NUM_THREADS)))
-    kernel(xr, x0, order, blocks, general, float(weight), forest.link, forest.threshold, forest.decision,
+    kernel(xr.reshape(-1), x0.reshape(-1), np.uint64(x0.shape[1]), order, blocks, general, float(weight), forest.link, forest.threshold, forest.decision,
            forest.simple, forest.value, forest.cat_start, forest.cat_len, forest.cat_words, forest.tree_root,
            forest.tree_depth, forest.tree_simple, forest.tree_foldable, forest.model_nodes, forest.model_trees,
            forest.model_sigmoid, forest.cat_features, forest.cat_offsets, out)  # fmt: skip
