@@ -246,21 +246,24 @@ def predict_bundle(
     Scores are LightGBM's, bit for bit, computed by :mod:`backend.models.forest` on ``num_threads`` threads.
     """
     frame = _with_context(features.filter(pl.col("symbol").is_in(list(bundle.symbols))), bundle.symbols, bundle.clusters, clusters)
-    global_columns = [*bundle.feature_names, "symbol_code", "cluster_code"]
+    frame = frame.sort("ts", maintain_order=True)
+    # Specialists read the leading feature columns, the global model also the two context codes.
+    matrix = _matrix(frame, [*bundle.feature_names, "symbol_code", "cluster_code"])
+    codes = frame["symbol_code"].to_numpy().astype(np.int64)
+    times = frame["ts"].to_numpy()
     parts = []
     for window, span_end in _spans(bundle, forward):
-        span = frame.filter(pl.col("ts").is_between(window.test_start_ms, span_end, closed="left"))
-        out: dict[str, object] = {"ts": span["ts"], "symbol": span["symbol"]}
-        # Specialists read the leading feature columns, the global model also the two context codes.
-        matrix = _matrix(span, global_columns)
-        codes = span["symbol_code"].to_numpy().astype(np.int64)
+        first, end = np.searchsorted(times, [window.test_start_ms, span_end])
+        out: dict[str, object] = {"ts": frame["ts"].slice(first, end - first), "symbol": frame["symbol"].slice(first, end - first)}
         compiled, plans = _fold_forest(bundle, window.index, targets)
         for target in TARGETS:
             if target in plans:
                 general, own = plans[target]
-                out[target] = forest.blend(compiled, matrix, codes, general, own, bundle.specialist_weight, num_threads)
+                out[target] = forest.blend(
+                    compiled, matrix[first:end], codes[first:end], general, own, bundle.specialist_weight, num_threads
+                )
             else:
-                out[target] = np.full(span.height, np.nan)
+                out[target] = np.full(end - first, np.nan)
         parts.append(pl.DataFrame(out).with_columns(pl.lit(window.index, dtype=pl.Int64).alias("fold")))
     result = pl.concat(parts) if parts else pl.DataFrame(
         schema={"ts": pl.Int64, "symbol": pl.String, **{t: pl.Float64 for t in TARGETS}, "fold": pl.Int64}
