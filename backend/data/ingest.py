@@ -123,8 +123,9 @@ class Ingestor:
         """Ingest every asset's series from its cursor (or ``options.start_ms``) up to now.
 
         A series whose provider fails (after retries) or whose page stays bad is reported with its
-        error; the others still run.
+        error; the others still run. Temporaries a killed writer left in the lake are swept first.
         """
+        lake.sweep_temporaries(self.lake_root, self.progress)
         ordered = sorted(assets, key=lambda a: a.symbol)
         reports = {a.symbol: SeriesReport(self.provider.source, a.symbol, options.timeframe) for a in ordered}
         starts: dict[str, int] = {}
@@ -301,7 +302,9 @@ class Ingestor:
 
         Bars that arrived since are added (late-arrival evidence, the gap resolved as refetched); a
         window the provider answers empty is accepted as a true gap when the provider can confirm it.
+        Temporaries a killed writer left in the lake are swept first.
         """
+        lake.sweep_temporaries(self.lake_root, self.progress)
         source, timeframe = self.provider.source, options.timeframe
         reports = []
         for asset in sorted(assets, key=lambda a: a.symbol):

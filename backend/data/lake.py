@@ -10,9 +10,11 @@ UTC milliseconds) with unique ``ts``. Files are replaced atomically, so a reader
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -151,6 +153,69 @@ def _write_atomic(frame: pl.DataFrame, path: Path) -> None:
         # The target is untouched; drop the partial temporary so it does not pile up.
         tmp.unlink(missing_ok=True)
         raise
+
+
+STALE_TEMPORARY_SECONDS = 86_400.0  # a temporary without a readable writer pid is stale after a day
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        # Signal 0 only checks; a process of another user refuses it (PermissionError) but is alive.
+        with contextlib.suppress(PermissionError):
+            os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def _stale_reason(path: Path, now: float, max_age_seconds: float) -> str | None:
+    """Say why the temporary ``path`` is stale, or None when it may still be written."""
+    suffix = path.name.rpartition(".tmp-")[2]
+    if suffix.isdigit() and 0 < int(suffix) < 2**31:
+        return None if _pid_alive(int(suffix)) else f"writer pid {suffix} is not alive"
+    try:
+        age = now - path.stat().st_mtime
+    except OSError:
+        return "unreadable (dangling)"
+    return f"no writer pid and {age:,.0f} s old" if age > max_age_seconds else None
+
+
+def sweep_temporaries(
+    root: Path,
+    log: Callable[[str], None],
+    max_age_seconds: float = STALE_TEMPORARY_SECONDS,
+    now: Callable[[], float] = time.time,
+) -> list[Path]:
+    """Remove the ``.<name>.tmp-<pid>`` files a killed writer left in the lake.
+
+    A temporary whose writer pid is alive (this process included) is never touched; one whose pid is
+    not alive is removed. A temporary without a readable pid is removed once older than
+    ``max_age_seconds``. Each removal is logged.
+
+    Parameters
+    ----------
+    root : Path
+        Lake root directory (a missing root has nothing to sweep).
+    log : callable
+        Receives one line per removed file.
+    max_age_seconds : float
+        Age bound of temporaries without a pid.
+    now : callable
+        Wall time in seconds (file modification times are wall times).
+
+    Returns
+    -------
+    list[Path]
+        The removed files, sorted.
+    """
+    removed = []
+    for path in sorted((root / "ohlcv").rglob(".*.tmp-*")):
+        reason = _stale_reason(path, now(), max_age_seconds)
+        if reason is not None:
+            path.unlink(missing_ok=True)
+            removed.append(path)
+            log(f"removed stale lake temporary {path} ({reason})")
+    return removed
 
 
 def _months(frame: pl.DataFrame) -> dict[tuple, pl.DataFrame]:

@@ -1,4 +1,4 @@
-"""`acts data backfill|ingest|reconcile|report`: fill the lake from a provider, keep evidence, report it."""
+"""`acts data backfill|ingest|reconcile|report|universe-new`: fill the lake, keep evidence, report it, build universes."""
 
 from __future__ import annotations
 
@@ -20,12 +20,13 @@ from backend.data.raw import RawStore
 from backend.data.reconcile import compare_sources, record_scan, scan_gaps
 from backend.data.settings import load_settings
 from backend.data.state import IngestState
-from backend.data.universe import load_universe
+from backend.data.universe import KrakenUniverseData, UniverseBuild, build_version, load_snapshot, load_universe, publish_version
 from backend.engine.clock import WallClock
 from backend.errors import ConfigError, DataError
 from backend.home import acts_home
 
 DEFAULT_UNIVERSE = Path(__file__).resolve().parents[2] / "conf" / "universe" / "v1.yaml"
+DEFAULT_REGISTRY = Path(__file__).resolve().parents[2] / "registry" / "universe"
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -58,6 +59,20 @@ def register(sub: argparse._SubParsersAction) -> None:
     report = actions.add_parser("report", help="print and write the evidence records")
     report.add_argument("--json", action="store_true", help="print JSON lines instead of a table")
     report.set_defaults(handler=cmd_data)
+    _register_universe_new(actions)
+
+
+def _register_universe_new(actions: argparse._SubParsersAction) -> None:
+    new = actions.add_parser("universe-new", help="build a new universe version from a market-cap snapshot and Kraken")
+    new.add_argument("--snapshot", required=True, help="dated market-cap snapshot (JSON)")
+    new.add_argument("--version", required=True, help="name of the new version, e.g. v2")
+    new.add_argument("--previous", default=str(DEFAULT_UNIVERSE), help="version it follows (clusters carried over)")
+    new.add_argument("--out", help="file to write (default: <previous folder>/<version>.yaml); never overwritten")
+    new.add_argument("--size", type=int, default=30, help="number of coins (1..100)")
+    new.add_argument("--rate", type=float, help="at most this many Kraken requests per second")
+    new.add_argument("--publish", action="store_true", help="also publish it into --registry")
+    new.add_argument("--registry", default=str(DEFAULT_REGISTRY), help="universe registry folder")
+    new.set_defaults(handler=cmd_universe_new)
 
 
 def _printer(err: TextIO):
@@ -201,3 +216,49 @@ def _report(state: IngestState, root: Path, as_json: bool, out: TextIO) -> int:
             out.write(f"  {kind} {resolution}: {n}\n")
     out.write(f"{len(rows)} evidence records written to {target}\n")
     return 0
+
+
+def cmd_universe_new(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    """Build (and optionally publish) a new universe version; print the chosen and excluded coins.
+
+    Raises
+    ------
+    ConfigError
+        When the target file exists (a version is never rewritten), or the snapshot, previous version,
+        settings or result are invalid.
+    """
+    _positive("rate", args.rate)
+    settings = load_settings()
+    snapshot = load_snapshot(Path(args.snapshot))
+    previous = load_universe(Path(args.previous))
+    target = Path(args.out) if args.out else Path(args.previous).parent / f"{args.version}.yaml"
+    if target.exists():
+        raise ConfigError(f"{target} already exists: a universe version is never rewritten; choose a new version name")
+    clock = WallClock()
+    raw = RawStore(acts_home() / "raw")
+    try:
+        provider = open_provider(settings, Source.KRAKEN, raw, clock, clock.monotonic, time.sleep, args.rate)
+        try:
+            fetched_on = datetime.fromtimestamp(clock.now_ms() / 1000, tz=UTC).date()
+            build = build_version(snapshot, KrakenUniverseData(provider.fetcher), args.version,
+                                  settings.universe_ranking_source, previous, args.size, fetched_on)  # fmt: skip
+        finally:
+            provider.fetcher.close()
+    finally:
+        raw.close()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with target.open("x", encoding="utf-8") as handle:  # exclusive: never replaces a file created meanwhile
+        handle.write(build.text)
+    _print_build(build, out)
+    out.write(f"written {target}\n")
+    if args.publish:
+        out.write(f"published {publish_version(target, Path(args.registry))}\n")
+    return 0
+
+
+def _print_build(build: UniverseBuild, out: TextIO) -> None:
+    out.write(f"universe {build.version}: {len(build.chosen)} assets; ranking_source: {build.ranking_source}\n")
+    out.write(f"chosen: {' '.join(build.chosen)}\n")
+    out.write(f"excluded: {len(build.excluded)}\n")
+    for symbol, reasons in build.excluded.items():
+        out.write(f"  {symbol} {','.join(r.value for r in reasons)}\n")
