@@ -59,8 +59,8 @@ class Forest:
     missing-value rule (a NaN reads as 0.0, then ``value <= threshold[n]``); other splits follow
     LightGBM's full rule from ``decision[n]`` and, when categorical, the bitset
     ``cat_words[cat_start[n] : cat_start[n] + cat_len[n]]``. ``tree_simple[t]`` says all of tree
-    ``t``'s splits are simple, ``tree_foldable[t]`` that each is simple or categorical; ``cat_features[cat_offsets[m] : cat_offsets[m + 1]]`` are the features
-    model ``m`` splits categorically.
+    ``t``'s splits are simple, ``tree_foldable[t]`` that each is simple or categorical;
+    ``cat_features[cat_offsets[m] : cat_offsets[m + 1]]`` are the features model ``m`` splits categorically.
     """
 
     link: np.ndarray
@@ -86,27 +86,6 @@ class Forest:
     def models(self) -> int:
         """Return how many models the forest holds."""
         return len(self.model_sigmoid)
-
-
-@dataclass(frozen=True)
-class _Tables:
-    """One model's tables, node indices local to the model and bitset starts local to its words."""
-
-    link: np.ndarray
-    threshold: np.ndarray
-    decision: np.ndarray
-    simple: np.ndarray
-    value: np.ndarray
-    cat_start: np.ndarray
-    cat_len: np.ndarray
-    cat_words: np.ndarray
-    tree_root: np.ndarray
-    tree_depth: np.ndarray
-    tree_simple: np.ndarray
-    tree_foldable: np.ndarray
-    cat_features: np.ndarray
-    sigmoid: float
-    max_feature: int
 
 
 _SPLIT_FIELDS = {"split_feature": np.int64, "threshold": np.float64, "decision_type": np.uint8,
@@ -194,8 +173,8 @@ def _depths(tree_of: np.ndarray, local: np.ndarray, children: np.ndarray, trees:
     return result
 
 
-def _parse_model(text: str, where: str) -> _Tables:
-    """Parse one LightGBM model text into its tables, every tree at once."""
+def _parse_model(text: str, where: str) -> Forest:
+    """Parse one LightGBM model text into a one-model forest, every tree at once."""
     head, _, body = text.partition("\nTree=")
     header = _fields(head)
     if header.get("num_tree_per_iteration", "1") != "1" or header.get("num_class", "1") != "1":
@@ -246,14 +225,15 @@ def _parse_model(text: str, where: str) -> _Tables:
     cat_start[position], cat_len[position] = inner_start, inner_len
     blocking = np.bincount(tree_of, weights=~simple_inner, minlength=len(trees)) == 0
     foldable = np.bincount(tree_of, weights=~(simple_inner | categorical), minlength=len(trees)) == 0
-    return _Tables(
+    cat_features = np.unique(split["split_feature"][categorical])
+    return Forest(
         link=link, threshold=threshold, decision=decision, simple=simple, value=value,
         cat_start=cat_start, cat_len=cat_len, cat_words=words,
         tree_root=starts.astype(np.int32),
         tree_depth=_depths(tree_of, local, np.where(children >= 0, children, -1), len(trees), where),
         tree_simple=blocking, tree_foldable=foldable,
-        cat_features=np.unique(split["split_feature"][categorical]),
-        sigmoid=sigmoid,
+        model_nodes=np.array([0, nodes]), model_trees=np.array([0, len(trees)]), model_sigmoid=np.array([sigmoid]),
+        cat_features=cat_features, cat_offsets=np.array([0, len(cat_features)]),
         max_feature=int(split["split_feature"].max(initial=-1)),
     )  # fmt: skip
 
@@ -292,7 +272,7 @@ def compile_forest(texts: Sequence[str]) -> Forest:
         tree_foldable=joined("tree_foldable", np.bool_),
         model_nodes=np.cumsum([0, *(len(m.value) for m in models)]).astype(np.int64),
         model_trees=np.cumsum([0, *(len(m.tree_root) for m in models)]).astype(np.int64),
-        model_sigmoid=np.array([m.sigmoid for m in models], dtype=np.float64),
+        model_sigmoid=joined("model_sigmoid", np.float64),
         cat_features=joined("cat_features", np.int64),
         cat_offsets=np.cumsum([0, *(len(m.cat_features) for m in models)]).astype(np.int64),
         max_feature=max((m.max_feature for m in models), default=-1),
