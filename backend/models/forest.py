@@ -32,7 +32,7 @@ from __future__ import annotations
 import math
 import types
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numba
 import numpy as np
@@ -481,15 +481,56 @@ def _blocks(codes: np.ndarray, specialist: np.ndarray) -> tuple[np.ndarray, np.n
     return order, np.array(blocks, dtype=np.int64).reshape(-1, 3)
 
 
-def blend(forest: Forest, x: np.ndarray, codes: np.ndarray, general: int, specialist: np.ndarray,
+@dataclass(frozen=True)
+class Rows:
+    """A feature matrix prepared once for any number of blends over it.
+
+    ``xr`` and ``x0`` are the matrix with LightGBM's input rules applied (a magnitude up to
+    kZeroThreshold reads as 0.0; ``x0`` also reads NaN as 0.0, as a simple split does), plus an
+    all-zero last column that folded categorical splits read, flattened row-major.
+    """
+
+    xr: np.ndarray
+    x0: np.ndarray
+    count: int
+    columns: int
+    blocks: dict[bytes, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict, compare=False)
+
+    def grouped(self, codes: np.ndarray, specialist: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Return :func:`_blocks` of ``codes`` and ``specialist``, computed once for each pair."""
+        key = codes.tobytes() + b"|" + specialist.tobytes()
+        if key not in self.blocks:
+            self.blocks[key] = _blocks(codes, specialist)
+        return self.blocks[key]
+
+
+def prepare(x: np.ndarray) -> Rows:
+    """Prepare a ``(rows, columns)`` feature matrix for :func:`blend`.
+
+    Raises
+    ------
+    ModelError
+        When ``x`` is not two-dimensional.
+    """
+    matrix = np.asarray(x, dtype=np.float64)
+    if matrix.ndim != 2:
+        raise ModelError(f"feature matrix must be two-dimensional, shape was {matrix.shape}")
+    xr = np.zeros((matrix.shape[0], matrix.shape[1] + 1))
+    xr[:, :-1] = np.where(np.abs(matrix) <= ZERO_THRESHOLD, 0.0, matrix)
+    x0 = np.where(np.isnan(xr), 0.0, xr)
+    return Rows(xr.reshape(-1), x0.reshape(-1), matrix.shape[0], matrix.shape[1])
+
+
+def blend(forest: Forest, x: np.ndarray | Rows, codes: np.ndarray, general: int, specialist: np.ndarray,
           weight: float, num_threads: int = 1, compiled: bool = True) -> np.ndarray:  # fmt: skip
     """Score every row of ``x`` with model ``general`` blended with its symbol's specialist.
 
     Row ``r`` gets ``(1 - weight) * general(x[r]) + weight * specialist[codes[r]](x[r])`` when
     ``codes[r] >= 0`` and ``specialist[codes[r]] >= 0``, else ``general(x[r])``, where ``m(x)`` is
-    exactly LightGBM's ``predict`` of model ``m``. The compiled kernel runs on up to ``num_threads``
-    threads (the result does not depend on it); ``compiled=False`` runs the same kernels uncompiled
-    (slow; for tests).
+    exactly LightGBM's ``predict`` of model ``m``. ``x`` is a matrix or, to score several outputs of
+    the same rows, :func:`prepare` of it. The compiled kernel runs on up to ``num_threads`` threads
+    (the result does not depend on it); ``compiled=False`` runs the same kernels uncompiled (slow; for
+    tests).
 
     Raises
     ------
@@ -497,29 +538,25 @@ def blend(forest: Forest, x: np.ndarray, codes: np.ndarray, general: int, specia
         When ``x`` has fewer columns than a split reads, a model index is out of range, or ``codes``
         does not give one code per row, each below ``len(specialist)``.
     """
-    matrix = np.asarray(x, dtype=np.float64)
-    if matrix.ndim != 2 or matrix.shape[1] <= forest.max_feature:
-        raise ModelError(f"feature matrix must have at least {forest.max_feature + 1} columns, shape was {matrix.shape}")
+    rows = x if isinstance(x, Rows) else prepare(x)
+    if rows.columns <= forest.max_feature:
+        raise ModelError(f"feature matrix must have at least {forest.max_feature + 1} columns, had {rows.columns}")
     own = np.asarray(specialist, dtype=np.int64)
     used = [general, *own[own >= 0].tolist()]
     if any(m < 0 or m >= forest.models for m in used):
         raise ModelError(f"model index out of range 0..{forest.models - 1}: {used}")
     row_codes = np.asarray(codes, dtype=np.int64)
-    if row_codes.shape != (matrix.shape[0],) or (row_codes >= len(own)).any():
+    if row_codes.shape != (rows.count,) or (row_codes >= len(own)).any():
         raise ModelError(f"codes must give one code per row, each below {len(own)}")
-    # LightGBM reads a magnitude up to kZeroThreshold as 0.0; a simple split also reads NaN as 0.0.
-    # The extra all-zero column is what folded categorical splits read.
-    xr = np.zeros((matrix.shape[0], matrix.shape[1] + 1))
-    xr[:, :-1] = np.where(np.abs(matrix) <= ZERO_THRESHOLD, 0.0, matrix)
-    x0 = np.where(np.isnan(xr), 0.0, xr)
-    order, blocks = _blocks(row_codes, own)
-    out = np.empty(matrix.shape[0], dtype=np.float64)
+    order, blocks = rows.grouped(row_codes, own)
+    out = np.empty(rows.count, dtype=np.float64)
     kernel = _blend_jit if compiled else _blend
     numba.set_num_threads(max(1, min(num_threads, numba.config.NUMBA_NUM_THREADS)))
-    kernel(xr.reshape(-1), x0.reshape(-1), np.uint64(x0.shape[1]), order, blocks, general, float(weight), forest.link, forest.threshold, forest.decision,
-           forest.simple, forest.value, forest.cat_start, forest.cat_len, forest.cat_words, forest.tree_root,
-           forest.tree_depth, forest.tree_simple, forest.tree_foldable, forest.model_nodes, forest.model_trees,
-           forest.model_sigmoid, forest.cat_features, forest.cat_offsets, out)  # fmt: skip
+    kernel(rows.xr, rows.x0, np.uint64(rows.columns + 1), order, blocks, general, float(weight), forest.link,
+           forest.threshold, forest.decision, forest.simple, forest.value, forest.cat_start, forest.cat_len,
+           forest.cat_words, forest.tree_root, forest.tree_depth, forest.tree_simple, forest.tree_foldable,
+           forest.model_nodes, forest.model_trees, forest.model_sigmoid, forest.cat_features, forest.cat_offsets,
+           out)  # fmt: skip
     return out
 
 

@@ -256,12 +256,11 @@ def predict_bundle(
         first, end = np.searchsorted(times, [window.test_start_ms, span_end])
         out: dict[str, object] = {"ts": frame["ts"].slice(first, end - first), "symbol": frame["symbol"].slice(first, end - first)}
         compiled, plans = _fold_forest(bundle, window.index, targets)
+        rows = forest.prepare(matrix[first:end])  # once for every output of these rows
         for target in TARGETS:
             if target in plans:
                 general, own = plans[target]
-                out[target] = forest.blend(
-                    compiled, matrix[first:end], codes[first:end], general, own, bundle.specialist_weight, num_threads
-                )
+                out[target] = forest.blend(compiled, rows, codes[first:end], general, own, bundle.specialist_weight, num_threads)
             else:
                 out[target] = np.full(end - first, np.nan)
         parts.append(pl.DataFrame(out).with_columns(pl.lit(window.index, dtype=pl.Int64).alias("fold")))

@@ -264,7 +264,7 @@ def test_a_tree_whose_children_loop_is_refused(boosters: dict[str, str]) -> None
     ("x", "codes", "general", "specialist", "message"),
     [
         (np.zeros((3, 2)), np.full(3, -1), 0, [], "at least 6 columns"),
-        (np.zeros(6), np.full(1, -1), 0, [], "at least 6 columns"),
+        (np.zeros(6), np.full(1, -1), 0, [], "two-dimensional"),
         (np.zeros((3, 6)), np.full(3, -1), 1, [], "model index out of range"),
         (np.zeros((3, 6)), np.full(3, 0), 0, [3], "model index out of range"),
         (np.zeros((3, 6)), np.full(2, -1), 0, [], "one code per row"),
@@ -281,3 +281,22 @@ def test_blend_refuses_bad_arguments(boosters: dict[str, str], x: np.ndarray, co
 
 def test_warm_compiles_the_kernel_and_scores_its_one_leaf_model() -> None:
     assert forest.warm() == 0.5
+
+
+def test_prepared_rows_serve_several_outputs_and_reuse_their_grouping(boosters: dict[str, str],
+                                                                      data: dict[str, np.ndarray]) -> None:  # fmt: skip
+    x = data["probe"]
+    codes = np.nan_to_num(x[:, 5], nan=-1).astype(np.int64)
+    texts = [boosters["binary_categorical"], boosters["regression_categorical"], boosters["binary_zero_missing"]]
+    compiled_forest = forest.compile_forest(texts)
+    rows = forest.prepare(x)
+    specialist = np.array([2, 2, 2, 2, 2])
+
+    first = forest.blend(compiled_forest, rows, codes, 0, specialist, 0.3, 2)
+    second = forest.blend(compiled_forest, rows, codes, 1, specialist, 0.3, 2)
+    third = forest.blend(compiled_forest, rows, codes[::-1].copy(), 1, specialist, 0.3, 2)
+
+    assert len(rows.blocks) == 2  # one grouping per (codes, specialists) pair
+    assert first.tobytes() == forest.blend(compiled_forest, x, codes, 0, specialist, 0.3, 2).tobytes()
+    assert second.tobytes() == forest.blend(compiled_forest, x, codes, 1, specialist, 0.3, 2).tobytes()
+    assert third.tobytes() == forest.blend(compiled_forest, x, codes[::-1].copy(), 1, specialist, 0.3, 2).tobytes()
