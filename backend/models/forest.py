@@ -364,10 +364,12 @@ def _walk(xr: np.ndarray, x0: np.ndarray, width: int, rows: np.ndarray, base: in
     compiled code then needs no negative-index wraparound.
     """
     count = len(rows)
+    offset = np.empty(STEP_ROWS, dtype=np.uint64)  # where each row starts in the flat matrices
     for lo in range(0, count, STEP_ROWS):
         hi = min(count, lo + STEP_ROWS)
         for j in range(lo, hi):
             total[j] = 0.0
+            offset[j - lo] = rows[j] * width
         for tree in range(first_tree, last_tree):
             root = np.uint64(tree_root[tree])
             for j in range(lo, hi):
@@ -377,7 +379,7 @@ def _walk(xr: np.ndarray, x0: np.ndarray, width: int, rows: np.ndarray, base: in
                     moved = False
                     for j in range(lo, hi):
                         at = node[j]
-                        right = np.uint64(x0[rows[j] * width + link[at, 0]] > threshold[at])
+                        right = np.uint64(x0[offset[j - lo] + link[at, 0]] > threshold[at])
                         step = np.uint64(link[at, 1 + right])
                         moved |= step != at
                         node[j] = step
@@ -387,7 +389,7 @@ def _walk(xr: np.ndarray, x0: np.ndarray, width: int, rows: np.ndarray, base: in
                 for _ in range(tree_depth[tree]):
                     for j in range(lo, hi):
                         at = node[j]
-                        cell = rows[j] * width + link[at, 0]
+                        cell = offset[j - lo] + link[at, 0]
                         if simple[at]:
                             right = np.uint64(x0[cell] > threshold[at])
                         else:
