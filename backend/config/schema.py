@@ -244,6 +244,9 @@ class ScheduleSpec(Spec):
 
     cadence_hours: Annotated[float, Field(gt=0.0, le=10_000.0)] = 24.0
     poll_seconds: Annotated[float, Field(gt=0.0, le=86_400.0)] = 300.0
+    # fixed: every iteration reads the spec's data window; trailing: the window of data.days
+    # moves to end on the clock's current day (only for data.kind=lake, a lake that keeps growing).
+    window: Literal["fixed", "trailing"] = "fixed"
     drift: DriftTriggerSpec = DriftTriggerSpec()
 
 
@@ -445,6 +448,15 @@ class RunSpec(Spec):
                 raise ValueError(
                     f"feature {feature.name!r} refers to symbol {feature.symbol!r}, which this run does not load"
                 )
+        return self
+
+    @model_validator(mode="after")
+    def _trailing_window_needs_lake(self) -> RunSpec:
+        if self.training.schedule.window == "trailing" and self.data.kind != "lake":
+            raise ValueError(
+                "'training.schedule.window' 'trailing' needs 'data.kind' 'lake' (a lake a backfill or ingest "
+                f"keeps growing), was data.kind {self.data.kind!r}"
+            )
         return self
 
     @property

@@ -3,7 +3,9 @@
 ``run_schedule`` is a bounded loop over an injected clock and sleep, so tests drive it with a
 simulated clock and a fixed number of iterations; ``acts train --schedule`` passes the wall clock.
 Every iteration appends one line to ``<registry>/../schedule.jsonl``: the time, the trigger and
-its evidence, and what became of the retrained model.
+its evidence, and what became of the retrained model. With ``training.schedule.window=trailing``
+each iteration moves the data window to end on the clock's current day, so retrains see the bars a
+backfill or ingest appended to the lake since the last iteration.
 """
 
 from __future__ import annotations
@@ -13,13 +15,14 @@ import json
 import math
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import polars as pl
 
-from backend.engine.pipeline import Pipeline
+from backend.engine.pipeline import Pipeline, compile_pipeline
 from backend.engine.runner import Progress, load_bars, training_dataset
 from backend.errors import PromotionRefused
 from backend.home import Home
@@ -108,6 +111,33 @@ def verdict_evidence(verdict: DriftVerdict) -> dict[str, Any]:
     )
 
 
+def utc_date(now_ms: int) -> date:
+    """Return the UTC calendar day of ``now_ms`` (milliseconds since the epoch)."""
+    return date(1970, 1, 1) + timedelta(days=now_ms // 86_400_000)
+
+
+def window_pipeline(pipeline: Pipeline, now_ms: int) -> tuple[Pipeline, dict[str, Any]]:
+    """Return the pipeline one schedule iteration uses at ``now_ms``, and the window as evidence.
+
+    With ``training.schedule.window=fixed`` that is ``pipeline`` itself and no evidence. With
+    ``trailing`` the data window of ``data.days`` days is moved to end on the current UTC day:
+    ``start = utc_date(now_ms) - (days - 1)`` days, so ``[start, start + days)`` contains today.
+    The moved spec has its own spec hash, which the retrained model's lineage records.
+
+    Raises
+    ------
+    ConfigError
+        When the moved spec does not compile (see :func:`compile_pipeline`).
+    """
+    spec = pipeline.spec
+    if spec.training.schedule.window == "fixed":
+        return pipeline, {}
+    days = spec.data.days
+    start = utc_date(now_ms) - timedelta(days=days - 1)
+    moved = spec.model_copy(update={"data": spec.data.model_copy(update={"start": start})})
+    return compile_pipeline(moved), {"window_start": start.isoformat(), "window_days": days}
+
+
 def _append(path: Path, tick: ScheduleTick) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     row = dict(asdict(tick), trigger=tick.trigger.value if tick.trigger else None)
@@ -129,7 +159,8 @@ def run_schedule(
     ``training.schedule.cadence_hours`` have passed since the last retrain (``cadence``), or when
     the drift check against the promoted model fires (``drift``). A retrained model is registered
     with its trigger and evidence and then put through the promotion gates; a refusal is
-    recorded, not raised.
+    recorded, not raised. With a trailing window (:func:`window_pipeline`) the drift check and the
+    retrain read the window ending today, and the tick's evidence records its start and length.
     """
     schedule = pipeline.spec.training.schedule
     registry = ModelRegistry.of_home(home)
@@ -142,6 +173,7 @@ def run_schedule(
         if iteration:
             sleep(schedule.poll_seconds)
         now = clock.now_ms()
+        current, window = window_pipeline(pipeline, now)
         promoted = registry.promoted()
         trigger: RetrainTrigger | None = None
         evidence: dict[str, Any] = {}
@@ -151,15 +183,15 @@ def run_schedule(
             trigger = RetrainTrigger.CADENCE
             evidence = {"last_retrain_ms": last_retrain, "cadence_hours": schedule.cadence_hours}
         elif promoted is not None:
-            verdict = check_drift(pipeline, home, promoted, progress)
+            verdict = check_drift(current, home, promoted, progress)
             evidence = {"promoted": promoted["version"], **verdict_evidence(verdict)}
             trigger = RetrainTrigger.DRIFT if verdict.triggered else None
-        tick = ScheduleTick(iteration, now, trigger, evidence)
+        tick = ScheduleTick(iteration, now, trigger, {**evidence, **window})
         if trigger is not None:
             progress(f"retraining: {trigger.value}")
-            record = train_candidate(pipeline, home, clock, progress, trigger.value, evidence)
+            record = train_candidate(current, home, clock, progress, trigger.value, tick.evidence)
             last_retrain = now
-            tick = _settle(registry, pipeline, record, tick, now)
+            tick = _settle(registry, current, record, tick, now)
         progress(f"schedule iteration {iteration}: {tick.outcome}")
         _append(log, tick)
         ticks.append(tick)
