@@ -5,6 +5,16 @@ from __future__ import annotations
 from backend.config.compose import compose_spec
 from backend.config.schema import RunSpec
 
+# Promotion gates that any trained model passes: for tests about what happens around a promotion.
+LENIENT_PROMOTION = (
+    "training.promotion.max_calibration_error=1.0",
+    "training.promotion.min_auc=0.0",
+    "training.promotion.min_fold_auc=0.0",
+    "training.promotion.min_ic=-1.0",
+    "training.promotion.min_auc_improvement=-1.0",
+    "training.promotion.max_strategy_shortfall_pct=100",
+)
+
 # Four symbols over ten days of 5-minute bars, two folds, small boosters: a whole backtest in seconds.
 SMALL = (
     "data.days=10",

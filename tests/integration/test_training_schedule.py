@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
-from stubs import small_overrides, small_spec
+from stubs import LENIENT_PROMOTION, small_overrides, small_spec
 
 from backend.engine.pipeline import Pipeline, compile_pipeline
 from backend.home import Home
@@ -18,14 +18,7 @@ from backend.models.schedule import RetrainTrigger, check_drift, run_schedule
 from scripts.cli import main
 
 FAST = "training.num_threads=1"
-LENIENT = (
-    "training.promotion.max_calibration_error=1.0",
-    "training.promotion.min_auc=0.0",
-    "training.promotion.min_fold_auc=0.0",
-    "training.promotion.min_ic=-1.0",
-    "training.promotion.min_auc_improvement=-1.0",
-    "training.promotion.max_strategy_shortfall_pct=100",
-)
+LENIENT = LENIENT_PROMOTION
 QUIET_DRIFT = (
     "training.schedule.drift.max_psi=100",
     "training.schedule.drift.max_log_loss_increase=100",

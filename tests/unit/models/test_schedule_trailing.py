@@ -7,7 +7,7 @@ from pathlib import Path
 
 import polars as pl
 import pytest
-from stubs import small_spec
+from stubs import LENIENT_PROMOTION, small_spec
 
 from backend.config.schema import RunSpec
 from backend.data.lake import write_ohlcv
@@ -33,12 +33,7 @@ FAST = (
     "training.num_threads=1",
     "training.schedule.cadence_hours=24",
     "training.schedule.poll_seconds=86400",
-    "training.promotion.max_calibration_error=1.0",
-    "training.promotion.min_auc=0.0",
-    "training.promotion.min_fold_auc=0.0",
-    "training.promotion.min_ic=-1.0",
-    "training.promotion.min_auc_improvement=-1.0",
-    "training.promotion.max_strategy_shortfall_pct=100",
+    *LENIENT_PROMOTION,
 )
 
 
