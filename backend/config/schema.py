@@ -210,6 +210,8 @@ class RaySpec(Spec):
     address: Annotated[str, Field(min_length=1, max_length=200)] | None = None
     num_cpus: Annotated[int, Field(ge=1, le=1024)] = 2
     max_retries: Annotated[int, Field(ge=0, le=10)] = 2
+    # Tasks sent to a worker in one Ray call: amortises Ray's per-call cost over short tasks.
+    tasks_per_call: Annotated[int, Field(ge=1, le=256)] = 8
 
 
 class FailureInjectionSpec(Spec):

@@ -83,28 +83,74 @@ def run_serial(tasks: Iterable[Task], work: Callable[[Any], Any], max_retries: i
     return results
 
 
+class TaskFailed(ModelError):
+    """A task of a batch still failed after its retries; ``index`` is its place in the batch."""
+
+    def __init__(self, index: int, message: str) -> None:
+        super().__init__(message)
+        self.index = index
+
+    def __reduce__(self) -> tuple[Any, ...]:  # Ray pickles the exception back to the driver
+        return (TaskFailed, (self.index, str(self)))
+
+
+def run_batch(work: Callable[[Any], Any], batch: list[Task], max_retries: int) -> list[Any]:
+    """Run ``work`` over ``batch`` in order, each task retried ``max_retries`` times on a retryable error.
+
+    Raises
+    ------
+    TaskFailed
+        Naming the task's place in the batch, when a task still fails after its retries.
+    """
+    results = []
+    for index, task in enumerate(batch):
+        attempt = 0
+        while True:
+            try:
+                results.append(work(task))
+                break
+            except RETRYABLE as error:
+                if attempt == max_retries:
+                    raise TaskFailed(index, str(error)) from error
+                attempt += 1
+    return results
+
+
+def _batches(tasks: Iterable[Task], size: int) -> Iterator[list[Task]]:
+    batch: list[Task] = []
+    for task in tasks:
+        batch.append(task)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
 def run_ray(
     tasks: Iterable[Task], work: Callable[[Any], Any], spec: RaySpec, temp_dir: Path, progress: Progress
 ) -> list[Any]:
-    """Run ``work(task)`` as Ray tasks, at most ``2 x num_cpus`` in flight, results in task order.
+    """Run ``work(task)`` on Ray workers, ``spec.tasks_per_call`` consecutive tasks a call, results in task order.
 
-    A task that raises a retryable error is retried by Ray ``max_retries`` times; then the job
-    fails with :class:`TrainingTaskError` naming the scope (symbol or ``global``) and the fold, and
-    the tasks still in flight are cancelled.
+    At most ``2 x num_cpus`` calls are in flight. A task that raises a retryable error is retried
+    ``max_retries`` times in its worker (a worker that dies is replaced and its call retried by Ray
+    as often); then the job fails with :class:`TrainingTaskError` naming the failing task's scope
+    (symbol or ``global``) and fold, and the calls still in flight are cancelled.
     """
     import ray
     from ray.exceptions import RayTaskError
 
     ensure_ray(spec, temp_dir)
-    remote = ray.remote(work).options(max_retries=spec.max_retries, retry_exceptions=list(RETRYABLE), num_cpus=1)
+    remote = ray.remote(run_batch).options(max_retries=spec.max_retries, num_cpus=1)
     window = 2 * spec.num_cpus
-    pending: dict[Any, tuple[int, Task]] = {}
-    results: dict[int, Any] = {}
-    iterator: Iterator[tuple[int, Task]] = enumerate(tasks)
+    pending: dict[Any, tuple[int, list[Task]]] = {}
+    results: dict[int, list[Any]] = {}
+    iterator: Iterator[tuple[int, list[Task]]] = enumerate(_batches(tasks, spec.tasks_per_call))
+    done = 0
 
     def submit() -> bool:
-        for index, task in iterator:
-            pending[remote.remote(task)] = (index, task)
+        for index, batch in iterator:
+            pending[remote.remote(work, batch, spec.max_retries)] = (index, batch)
             return True
         return False
 
@@ -112,16 +158,21 @@ def run_ray(
         pass
     while pending:
         [ref], _ = ray.wait(list(pending), num_returns=1)
-        index, task = pending.pop(ref)
+        index, batch = pending.pop(ref)
         try:
             results[index] = ray.get(ref)
         except RayTaskError as error:
             for other in pending:
                 ray.cancel(other, force=True)
-            raise _failure(task, spec.max_retries + 1, error.cause) from error
-        progress(f"trained {task.scope} in fold {task.fold} ({len(results)} tasks done)")
+            failed = error.cause  # TaskFailed: anything else is not retryable and is raised as it is
+            if not isinstance(failed, TaskFailed):
+                raise
+            raise _failure(batch[failed.index], spec.max_retries + 1, failed) from error
+        for task in batch:
+            done += 1
+            progress(f"trained {task.scope} in fold {task.fold} ({done} tasks done)")
         submit()
-    return [results[i] for i in range(len(results))]
+    return [result for i in range(len(results)) for result in results[i]]
 
 
 def run_tasks(tasks: Iterable[Task], work: Callable[[Any], Any], spec: RaySpec, temp_dir: Path, progress: Progress) -> list[Any]:

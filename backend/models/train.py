@@ -117,8 +117,9 @@ def plan_tasks(
         scopes: list[tuple[str, pl.DataFrame, list[str], LgbmParamsSpec, tuple[int, ...]]] = [
             ("global", train, global_columns, model.global_model, (len(columns), len(columns) + 1))
         ]
+        by_symbol = train.partition_by("symbol", as_dict=True, maintain_order=True)  # one pass, not one filter each
         for symbol in symbols:
-            rows = train.filter(pl.col("symbol") == symbol)
+            rows = by_symbol.get((symbol,), train.clear())
             if rows.height < 2 * model.specialist.min_data_in_leaf:
                 # Too little history for a specialist in this fold: the global model alone predicts it.
                 progress(f"fold {window.index}: no specialist for {symbol} ({rows.height} rows)")

@@ -126,9 +126,55 @@ def test_when_a_ray_task_fails_the_tasks_still_in_flight_are_cancelled(local_ray
 
     started = time.perf_counter()
     with pytest.raises(TrainingTaskError, match=r"training bad in fold 0 failed after 1 attempt\(s\): always fails"):
-        run_ray([Task(0, "bad"), Task(0, "slow"), Task(1, "never")], work, RaySpec(enabled=True, num_cpus=1, max_retries=0), local_ray, _quiet)
+        run_ray(
+            [Task(0, "bad"), Task(0, "slow"), Task(1, "never")],
+            work,
+            RaySpec(enabled=True, num_cpus=1, max_retries=0, tasks_per_call=1),
+            local_ray,
+            _quiet,
+        )
 
     assert time.perf_counter() - started < 5  # the slow task was cancelled, not awaited
+
+
+def test_a_task_failing_inside_a_batch_is_named_after_its_retries(local_ray: Path, tmp_path: Path) -> None:
+    @dataclass(frozen=True)
+    class Task:
+        fold: int
+        scope: str
+        folder: str
+
+    def work(task: Task) -> str:
+        tries = Path(task.folder) / f"{task.fold}-{task.scope}"
+        tries.write_text(tries.read_text() + "x" if tries.exists() else "x")
+        if task.scope == "SOL":
+            raise ModelError("degenerate slice")
+        return task.scope
+
+    tasks = [Task(2, scope, str(tmp_path)) for scope in ("global", "BTC", "SOL", "ETH")]
+
+    with pytest.raises(TrainingTaskError, match=r"training SOL in fold 2 failed after 3 attempt\(s\): degenerate slice") as error:
+        run_ray(tasks, work, RaySpec(enabled=True, num_cpus=1, max_retries=2, tasks_per_call=4), local_ray, _quiet)
+
+    assert (error.value.scope, error.value.fold) == ("SOL", 2)
+    assert (tmp_path / "2-SOL").read_text() == "xxx"  # retried in the worker, twice
+    assert (tmp_path / "2-BTC").read_text() == "x"  # the tasks before it ran once
+    assert not (tmp_path / "2-ETH").exists()  # and the batch stopped there
+
+
+def test_a_non_retryable_error_in_a_batch_is_raised_as_it_is(local_ray: Path) -> None:
+    @dataclass(frozen=True)
+    class Task:
+        fold: int
+        scope: str
+
+    def work(task: Task) -> str:
+        raise TypeError(f"bug in {task.scope}")
+
+    with pytest.raises(Exception, match="bug in global") as error:
+        run_ray([Task(0, "global")], work, RaySpec(enabled=True, num_cpus=1, max_retries=2), local_ray, _quiet)
+
+    assert not isinstance(error.value, TrainingTaskError)
 
 
 def test_model_training_lineage_leaves_out_settings_that_do_not_shape_models() -> None:

@@ -10,7 +10,9 @@ from lightgbm.basic import LightGBMError
 
 from backend.config.schema import RaySpec
 from backend.errors import ModelError, TrainingTaskError
-from backend.models.parallel import ray_init_arguments, ray_temp_dir, run_serial, run_tasks
+import pickle
+
+from backend.models.parallel import TaskFailed, ray_init_arguments, ray_temp_dir, run_batch, run_serial, run_tasks
 
 
 @dataclass(frozen=True)
@@ -85,3 +87,32 @@ def test_ray_temp_dir_is_inside_the_home_when_short_enough_for_ray_sockets(tmp_p
 
     assert not str(fallback).startswith(str(long_home))
     assert fallback.name.startswith("acts-ray-")
+
+
+def test_a_batch_retries_each_task_in_place_and_returns_results_in_order() -> None:
+    work = Flaky(failures=2, error=LightGBMError)
+    batch = [Job(0, "global"), Job(0, "BTC")]
+
+    assert run_batch(work, batch, max_retries=2) == [(0, "global"), (0, "BTC")]
+    assert work.attempts == {Job(0, "global"): 3, Job(0, "BTC"): 3}
+
+
+def test_a_batch_names_the_place_of_the_task_that_still_fails() -> None:
+    work = Flaky(failures=5, error=ModelError)
+
+    with pytest.raises(TaskFailed) as error:
+        run_batch(work, [Job(1, "ETH")], max_retries=1)
+
+    assert error.value.index == 0
+    assert work.attempts == {Job(1, "ETH"): 2}
+    copy = pickle.loads(pickle.dumps(error.value))  # as Ray ships it back to the driver
+    assert (type(copy), copy.index, str(copy)) == (TaskFailed, 0, str(error.value))
+
+
+def test_a_batch_does_not_retry_an_error_that_is_not_retryable() -> None:
+    work = Flaky(failures=1, error=TypeError)
+
+    with pytest.raises(TypeError):
+        run_batch(work, [Job(0, "global")], max_retries=3)
+
+    assert work.attempts == {Job(0, "global"): 1}

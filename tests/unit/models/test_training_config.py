@@ -13,7 +13,7 @@ def test_the_default_training_config_declares_ray_recovery_gates_and_schedule() 
     training = spec.training
 
     assert spec.model.source == "train"
-    assert training.ray.model_dump() == {"enabled": False, "address": None, "num_cpus": 2, "max_retries": 2}
+    assert training.ray.model_dump() == {"enabled": False, "address": None, "num_cpus": 2, "max_retries": 2, "tasks_per_call": 8}
     assert training.recovery.model_dump() == {"lookback_bars": 288, "recover_fraction": 0.5, "min_depth": 0.05, "min_rows": 200}
     assert training.promotion.model_dump() == {
         "min_auc": 0.5,
@@ -33,6 +33,7 @@ def test_the_default_training_config_declares_ray_recovery_gates_and_schedule() 
     [
         ("training.ray.num_cpus=0", "'training.ray.num_cpus' must be >= 1, was 0"),
         ("training.ray.max_retries=11", "'training.ray.max_retries' must be <= 10, was 11"),
+        ("training.ray.tasks_per_call=0", "'training.ray.tasks_per_call' must be >= 1, was 0"),
         ("training.recovery.min_depth=0", "'training.recovery.min_depth' must be > 0"),
         ("training.promotion.min_auc=1.5", "'training.promotion.min_auc' must be <= 1"),
         ("training.schedule.cadence_hours=0", "'training.schedule.cadence_hours' must be > 0"),
