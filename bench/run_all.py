@@ -23,6 +23,7 @@ ORDER = (
     "bench_paper.py",
     "bench_training.py",
     "bench_predict.py",
+    "bench_replay.py",
 )
 
 
