@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,13 +20,9 @@ from backend.audit.decisions import decision_log_sha256
 from backend.config.canonical import canonical_json, content_hash, sha256_hex
 from backend.config.schema import LakeDataSpec, Mode, RunSpec, SharedDataSpec
 from backend.data import lake
-from backend.data.ingest import IngestOptions, Ingestor, SeriesReport
-from backend.data.providers import Purpose, Source, open_provider
-from backend.data.raw import RawStore
-from backend.data.settings import HistDataSettings, TrainingDataSource, load_settings, training_data_policy
 from backend.data.shared_loader import default_shared_dir, import_shared
 from backend.data.simulator import simulate_ohlcv
-from backend.data.state import IngestState
+from backend.data.training_feed import prepare_lake_source
 from backend.engine.clock import SimulatedClock, WallClock
 from backend.engine.core import Engine, Stamp
 from backend.engine.events import MarketMatrix
@@ -47,10 +42,6 @@ BAR_COLUMNS = ("ts", "symbol", "open", "high", "low", "close", "volume")
 PROMOTED_ONLY_MODES = (Mode.PAPER, Mode.SHADOW, Mode.LIVE)
 # Training settings that change where or whether models are trained, never the models themselves.
 _EXECUTION_ONLY = {"ray", "promotion", "schedule", "inject_failure"}
-# Lake sources a provider fills, by name: only these can be topped up before training.
-PROVIDER_SOURCES = {s.value: s for s in Source}
-# Bars re-read before each series' cursor when training tops the lake up (as ``acts data ingest``).
-TOP_UP_LOOKBACK_BARS = 12
 
 
 @dataclass(frozen=True)
@@ -76,7 +67,7 @@ def simulated_source(spec: RunSpec) -> str:
 def load_bars(spec: RunSpec, home: Home, progress: Progress) -> tuple[pl.DataFrame, dict[str, str]]:
     """Make sure the lake holds the run's bars, read them, and return them with the lake snapshot.
 
-    A lake run first applies the training data policy (:func:`prepare_lake_source`): it may top the
+    A lake run first applies the training data policy (:func:`backend.data.training_feed.prepare_lake_source`): it may top the
     lake up from its provider when ``ALLOW_PROVIDER_CALLS_DURING_TRAINING=true``.
 
     Raises
@@ -95,7 +86,7 @@ def load_bars(spec: RunSpec, home: Home, progress: Progress) -> tuple[pl.DataFra
         progress(f"shared data: {result['rows']} rows for {len(result['symbols'])} symbols in the lake")
         source = data.source
     elif isinstance(data, LakeDataSpec):
-        prepare_lake_source(spec, data, home, progress)
+        prepare_lake_source(data, [a for a in spec.universe.assets if a.symbol in spec.symbols], home.root, progress)
         source = data.source
     else:
         source = simulated_source(spec)
@@ -107,89 +98,6 @@ def load_bars(spec: RunSpec, home: Home, progress: Progress) -> tuple[pl.DataFra
     files = lake.lake_files(home.lake, source, data.timeframe, spec.symbols, data.start_ms, data.end_ms)
     bars = lake.read_ohlcv(home.lake, source, data.timeframe, spec.symbols, data.start_ms, data.end_ms)
     return bars.select(BAR_COLUMNS), lake.snapshot(files, home.lake)
-
-
-def prepare_lake_source(
-    spec: RunSpec, data: LakeDataSpec, home: Home, progress: Progress
-) -> list[SeriesReport]:
-    """Apply the training data policy (governance 7D) to a lake run before its bars are read.
-
-    Under ``LAKE_ONLY`` (the default) no provider is opened. Under ``LAKE_AFTER_INGEST`` a lake
-    source a provider fills is topped up by an incremental ingest first; any other source (shared
-    imports, ``sim-*``) is read as is. Progress says which of the three happened.
-
-    Returns
-    -------
-    list of SeriesReport
-        One per ingested series; empty when the lake is read as is.
-
-    Raises
-    ------
-    ConfigError
-        When the settings are invalid (both training flags true), before anything is written.
-    DataError
-        When the top-up of a series fails (see :func:`top_up_lake`).
-    """
-    settings = load_settings()
-    policy = training_data_policy(settings)
-    if policy.source is TrainingDataSource.LAKE_ONLY:
-        progress(
-            f"training data policy {policy.source.value} (ALLOW_PROVIDER_CALLS_DURING_TRAINING=false): "
-            f"reading lake source {data.source!r} as is, no provider call"
-        )
-        return []
-    source = PROVIDER_SOURCES.get(data.source)
-    if source is None:
-        progress(
-            f"training data policy {policy.source.value}, but lake source {data.source!r} is not filled by a "
-            f"provider (only {sorted(PROVIDER_SOURCES)} are): reading the lake as is, no provider call"
-        )
-        return []
-    return top_up_lake(spec, source, settings, home, progress)
-
-
-def top_up_lake(
-    spec: RunSpec, source: Source, settings: HistDataSettings, home: Home, progress: Progress
-) -> list[SeriesReport]:
-    """Run an incremental ingest of the run's symbols and timeframe from ``source`` into the lake.
-
-    Each series continues from its cursor (re-reading ``TOP_UP_LOOKBACK_BARS``), or from the run's
-    window start when it has none, up to now. Raw bodies go to ``<home>/raw``, cursors and evidence
-    to ``<home>/data/ingest.sqlite``, as with ``acts data ingest``.
-
-    Raises
-    ------
-    ProviderCallRefused
-        When the settings forbid provider calls during training.
-    ConfigError
-        When the provider lacks a setting it needs (the CoinAPI key).
-    DataError
-        Naming every series whose ingest failed, and why.
-    """
-    clock = WallClock()
-    raw = RawStore(home.root / "raw")
-    state = IngestState(home.root / "data" / "ingest.sqlite")
-    try:
-        provider = open_provider(settings, source, raw, clock, clock.monotonic, time.sleep, purpose=Purpose.TRAINING)
-        try:
-            ingestor = Ingestor(home.lake, provider, state, clock, progress, clock.monotonic)
-            assets = [a for a in spec.universe.assets if a.symbol in spec.symbols]
-            options = IngestOptions(spec.data.timeframe, spec.data.start_ms, lookback_bars=TOP_UP_LOOKBACK_BARS)
-            reports = ingestor.run(assets, options)
-        finally:
-            provider.fetcher.close()
-    finally:
-        state.close()
-        raw.close()
-    failed = [f"{r.symbol}: {r.error}" for r in reports if r.error]
-    if failed:
-        raise DataError(f"topping up lake source {source.value!r} before training failed for {'; '.join(failed)}")
-    progress(
-        f"lake topped up from {source.value} before training (training data policy lake_after_ingest): "
-        f"{sum(r.pages for r in reports)} pages, {sum(r.bars for r in reports)} bars received "
-        f"over {len(reports)} series"
-    )
-    return reports
 
 
 def round_trip_cost(spec: RunSpec) -> float:

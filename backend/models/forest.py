@@ -31,10 +31,10 @@ from __future__ import annotations
 
 import math
 import types
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import cache
 
-import numba
 import numpy as np
 
 from backend.errors import ModelError
@@ -435,7 +435,7 @@ def _blend(xr: np.ndarray, x0: np.ndarray, width: int, order: np.ndarray, blocks
            model_trees: np.ndarray, model_sigmoid: np.ndarray, cat_features: np.ndarray, cat_offsets: np.ndarray,
            out: np.ndarray) -> None:  # fmt: skip
     """Score each block ``(first, end, own)`` of ``order``: model ``general``, blended with ``own`` if >= 0."""
-    for b in numba.prange(blocks.shape[0]):
+    for b in prange(blocks.shape[0]):
         rows = order[blocks[b, 0] : blocks[b, 1]]
         own = blocks[b, 2]
         node = np.empty(len(rows), dtype=np.uint64)
@@ -455,9 +455,19 @@ def _blend(xr: np.ndarray, x0: np.ndarray, width: int, order: np.ndarray, blocks
             out[rows[j]] = result
 
 
-def _compile() -> object:
-    """Compile the kernels together: each compiled kernel calls the compiled versions of the others."""
-    namespace = dict(globals())
+prange = range  # uncompiled, the parallel loop is a plain loop; _kernel() gives the compiled code numba's
+
+
+@cache
+def _kernel() -> Callable[..., None]:
+    """Compile the kernels together (numba is imported here, on the first prediction, not at start-up).
+
+    Each compiled kernel calls the compiled versions of the others; the compiled blend's outer loop is
+    numba's parallel ``prange``.
+    """
+    import numba
+
+    namespace = dict(globals(), prange=numba.prange)
     for name in ("_goes_left", "_same", "_fold_categorical", "_walk", "_output", "_score", "_blend"):
         function = globals()[name]
         clone = types.FunctionType(function.__code__, namespace, name)
@@ -466,7 +476,10 @@ def _compile() -> object:
     return namespace["_blend"]
 
 
-_blend_jit = _compile()
+def _set_threads(num_threads: int) -> None:
+    import numba
+
+    numba.set_num_threads(max(1, min(num_threads, numba.config.NUMBA_NUM_THREADS)))
 
 
 def _blocks(codes: np.ndarray, specialist: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -552,8 +565,11 @@ def blend(forest: Forest, x: np.ndarray | Rows, codes: np.ndarray, general: int,
         raise ModelError(f"codes must give one code per row, each below {len(own)}")
     order, blocks = rows.grouped(row_codes, own)
     out = np.empty(rows.count, dtype=np.float64)
-    kernel = _blend_jit if compiled else _blend
-    numba.set_num_threads(max(1, min(num_threads, numba.config.NUMBA_NUM_THREADS)))
+    if compiled:
+        kernel = _kernel()
+        _set_threads(num_threads)
+    else:
+        kernel = _blend
     kernel(rows.xr, rows.x0, np.uint64(rows.columns + 1), order, blocks, general, float(weight), forest.link,
            forest.threshold, forest.decision, forest.simple, forest.value, forest.cat_start, forest.cat_len,
            forest.cat_words, forest.tree_root, forest.tree_depth, forest.tree_simple, forest.tree_foldable,

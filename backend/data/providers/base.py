@@ -45,6 +45,15 @@ class OhlcvPage:
     complete: bool  # True when the provider has nothing newer right now
 
 
+def closed_since(bars: pl.DataFrame, cursor_ms: int, bar_ms: int, now_ms: int) -> tuple[pl.DataFrame, int]:
+    """Return the bars opening at or after ``cursor_ms`` that closed by ``now_ms``, and the next cursor.
+
+    The next cursor follows the last closed bar, or stays at ``cursor_ms`` when none closed.
+    """
+    closed = bars.filter((pl.col("ts") >= cursor_ms) & (pl.col("ts") + bar_ms <= now_ms))
+    return closed, int(closed["ts"].max()) + bar_ms if closed.height else cursor_ms  # type: ignore[arg-type]
+
+
 class OhlcvProvider(Protocol):
     """A source of OHLCV bars: requests (raw kept) and a pure parse of what they returned."""
 

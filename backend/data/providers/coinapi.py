@@ -5,12 +5,11 @@ from __future__ import annotations
 import json
 from datetime import UTC, date, datetime
 
-import polars as pl
 
 from backend.config.schema import AssetSpec
 from backend.data.lake import TIMEFRAME_MS
 from backend.data.normalize import batch_id_for, parse_coinapi_ohlcv
-from backend.data.providers.base import Fetched, Fetcher, OhlcvPage
+from backend.data.providers.base import Fetched, Fetcher, OhlcvPage, closed_since
 
 PERIOD_IDS = {"1m": "1MIN", "5m": "5MIN", "15m": "15MIN", "1h": "1HRS", "4h": "4HRS", "1d": "1DAY"}
 MAX_LIMIT = 100_000
@@ -66,12 +65,10 @@ class CoinApiProvider:
     ) -> OhlcvPage:
         """Keep the closed bars at or after the cursor; the page is the last when it was not full."""
         (page,) = fetched
-        bar_ms = TIMEFRAME_MS[timeframe]
         batch_id = batch_id_for(self.source, [page.record.sha256])
         bars = parse_coinapi_ohlcv(page.body, asset.symbol, timeframe, self.source, batch_id)
-        closed = bars.filter((pl.col("ts") >= cursor_ms) & (pl.col("ts") + bar_ms <= now_ms))
+        closed, next_cursor = closed_since(bars, cursor_ms, TIMEFRAME_MS[timeframe], now_ms)
         complete = bars.height < self.page_limit or closed.height < bars.height
-        next_cursor = int(closed["ts"].max()) + bar_ms if closed.height else cursor_ms  # type: ignore[arg-type]
         return OhlcvPage(closed, (page.record,), next_cursor, complete)
 
     def fetch_trades(self, asset: AssetSpec, time_start_ms: int, limit: int = MAX_LIMIT) -> Fetched:

@@ -21,7 +21,7 @@ from backend.data.normalize import (
     parse_kraken_ohlc,
     parse_kraken_trades,
 )
-from backend.data.providers.base import Fetched, Fetcher, OhlcvPage
+from backend.data.providers.base import Fetched, Fetcher, OhlcvPage, closed_since
 
 INTERVAL_MINUTES = {"1m": 1, "5m": 5, "15m": 15, "1h": 60, "4h": 240, "1d": 1440}
 TRADES_PER_PAGE = 1000
@@ -97,11 +97,9 @@ class KrakenOhlcProvider:
     ) -> OhlcvPage:
         """Keep committed, closed bars at or after the cursor; one request returns everything there is."""
         (page,) = fetched
-        bar_ms = TIMEFRAME_MS[timeframe]
         batch_id = batch_id_for(self.source, [page.record.sha256])
         parsed = parse_kraken_ohlc(page.body, asset.kraken.pair_key, asset.symbol, timeframe, self.source, batch_id)
-        bars = parsed.bars.filter((pl.col("ts") >= cursor_ms) & (pl.col("ts") + bar_ms <= now_ms))
-        next_cursor = int(bars["ts"].max()) + bar_ms if bars.height else cursor_ms  # type: ignore[arg-type]
+        bars, next_cursor = closed_since(parsed.bars, cursor_ms, TIMEFRAME_MS[timeframe], now_ms)
         return OhlcvPage(bars, (page.record,), next_cursor, True)
 
 
