@@ -62,6 +62,14 @@ def test_ci_script_is_valid_bash_and_runs_make_test() -> None:
     assert "set -euo pipefail" in lines
 
 
+def test_system_packages_script_is_valid_bash_and_idempotent() -> None:
+    script = REPO / "scripts" / "sh" / "install_system_packages.sh"
+    subprocess.run(["bash", "-n", str(script)], check=True)
+    assert "set -euo pipefail" in script.read_text(encoding="utf-8").splitlines()
+    result = subprocess.run(["bash", str(script)], capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+
+
 @pytest.mark.parametrize("target", ["install", "run", "test", "bench", "clean"])
 def test_makefile_targets_parse_in_dry_run(target: str) -> None:
     result = subprocess.run(["make", "-n", "-C", str(REPO), target], capture_output=True, text=True)
