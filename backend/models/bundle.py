@@ -10,6 +10,7 @@ from pathlib import Path
 
 from backend.config.canonical import canonical_json, sha256_hex
 from backend.errors import ModelError
+from backend.models.stacking import Stacker
 
 TARGETS = ("p_up", "expected_return", "p_recovery")
 
@@ -53,6 +54,7 @@ class ModelBundle:
     folds: tuple[FoldWindow, ...]
     models: tuple[TrainedModel, ...]
     lineage: dict[str, object]
+    stackers: tuple[Stacker, ...] = ()
 
     def manifest(self) -> dict[str, object]:
         """Return the bundle's manifest: all but the model texts, which appear by hash."""
@@ -68,6 +70,7 @@ class ModelBundle:
                 for m in self.models
             ],
             "lineage": self.lineage,
+            "stackers": [s.to_json() for s in self.stackers],
         }
 
     @property
@@ -82,6 +85,13 @@ class ModelBundle:
     def find(self, fold: int, scope: str, target: str) -> TrainedModel | None:
         """Return the booster for ``(fold, scope, target)``, or None when the bundle has none."""
         return self._index.get((fold, scope, target))
+
+    def stacker(self, fold: int, target: str) -> Stacker:
+        """Return fold ``fold``'s stacker for ``target``, or raise ModelError."""
+        for stacker in self.stackers:
+            if (stacker.fold, stacker.target) == (fold, target):
+                return stacker
+        raise ModelError(f"bundle {self.name} has no stacker for fold {fold}, target {target!r}")
 
     def model(self, fold: int, scope: str, target: str) -> TrainedModel:
         """Return the booster for ``(fold, scope, target)``, or raise ModelError."""
@@ -117,6 +127,8 @@ def load_bundle(directory: Path) -> ModelBundle:
     if not manifest_path.is_file():
         raise ModelError(f"no model bundle at {directory}: manifest.json is missing")
     manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    if "stackers" not in manifest:
+        raise ModelError(f"model bundle {directory} predates the walk-forward stacker (ADR-023): retrain it")
     models = []
     for row in manifest["models"]:
         model = TrainedModel(row["fold"], row["scope"], row["target"], row["seed"], row["train_rows"], "")
@@ -136,6 +148,7 @@ def load_bundle(directory: Path) -> ModelBundle:
         folds=tuple(FoldWindow(**f) for f in manifest["folds"]),
         models=tuple(models),
         lineage=manifest["lineage"],
+        stackers=tuple(Stacker.from_json(row) for row in manifest["stackers"]),
     )
     if bundle.version != manifest["version"]:
         raise ModelError(f"model bundle {directory}: version {manifest['version']} does not match its content")
