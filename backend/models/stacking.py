@@ -6,7 +6,8 @@ where the symbol has no specialist). A fold's stacker turns the two into the out
 - ``p_up`` and ``p_recovery`` (probabilities): ``sigmoid(c0 + c1 logit(g) + c2 logit(s))``, a logistic
   regression on the boosters' logits. Fitting it is stacking and Platt calibration in one step: the
   weights and the probability scale are both learnt from labels the boosters never saw.
-- ``expected_return``: ``c0 + c1 g + c2 s``, a ridge regression on the realised net return.
+- ``expected_return``: ``c0 + c1 g + c2 s``, a ridge regression on the realised net return
+  (winsorised at its 1st and 99th percentiles for the fit).
 
 The stacker of fold ``k`` is fitted only on out-of-fold rows: rows of earlier folds' test spans,
 scored by those folds' boosters, with a realised label and a time before fold ``k``'s training
@@ -35,6 +36,7 @@ PROBABILITY_TARGETS = ("p_up", "p_recovery")
 LOGIT_EPS = 1e-9
 NEWTON_STEPS = 100
 NEWTON_TOLERANCE = 1e-12
+WINSOR_QUANTILE = 0.01
 
 
 class StackMethod(str, enum.Enum):
@@ -219,7 +221,10 @@ def fit_stacker(
         if float(y.min()) == float(y.max()):
             return rule(StackMethod.FIXED_BLEND, StackReason.ONE_CLASS, fixed)
         return rule(StackMethod.LOGISTIC, StackReason.FITTED, fit_logistic(x1, x2, y, l2))
-    return rule(StackMethod.LINEAR, StackReason.FITTED, fit_linear(x1, x2, y, l2))
+    # Net returns are heavy-tailed: the fit reads them winsorised at their 1st and 99th percentiles, so a
+    # handful of crashes cannot set the weights (the output stays a return: the scale is kept).
+    low, high = np.quantile(y, [WINSOR_QUANTILE, 1.0 - WINSOR_QUANTILE])
+    return rule(StackMethod.LINEAR, StackReason.FITTED, fit_linear(x1, x2, np.clip(y, low, high), l2))
 
 
 def describe(stacker: Stacker) -> str:

@@ -190,7 +190,7 @@ def test_real_run_switches_data_to_shared_binance_hourly_bars() -> None:
     spec = compose_spec(["run=real"])
     assert spec.name == "real"
     assert isinstance(spec.data, SharedDataSpec)
-    assert (spec.data.kind, spec.data.source, spec.data.timeframe, spec.data.days) == ("shared", "binance", "1h", 1642)
+    assert (spec.data.kind, spec.data.source, spec.data.timeframe, spec.data.days) == ("shared", "binance", "1h", 2738)
     assert (spec.data.start_ms, spec.data.bar_ms) == (JAN_1_2021_MS, 3_600_000)
     assert spec.symbols == SHARED_1H
     walk = spec.training.walk_forward
