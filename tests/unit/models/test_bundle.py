@@ -13,6 +13,7 @@ from backend.config.schema import LgbmParamsSpec
 from backend.errors import ModelError
 from backend.models import lgbm
 from backend.models.bundle import FoldWindow, ModelBundle, TrainedModel, load_bundle, save_bundle
+from backend.models.stacking import Stacker, StackMethod, StackReason
 
 PARAMS = LgbmParamsSpec(num_leaves=4, n_estimators=3, min_data_in_leaf=5)
 
@@ -38,6 +39,10 @@ def bundle() -> ModelBundle:
         folds=(FoldWindow(0, 0, 10, 20, 30), FoldWindow(1, 0, 20, 30, 40)),
         models=tuple(models),
         lineage={"spec_hash": "abc", "inputs_sha256": "def"},
+        stackers=(
+            Stacker(0, "p_up", StackMethod.FIXED_BLEND, StackReason.NO_EARLIER_FOLD, (0.0, 0.75, 0.25), 0, 10, ()),
+            Stacker(1, "p_up", StackMethod.LOGISTIC, StackReason.FITTED, (-0.1234567890123, 0.7, 1 / 3), 10, 20, (0,)),
+        ),
     )
 
 
@@ -156,3 +161,35 @@ def test_load_refuses_a_manifest_whose_version_does_not_match_its_content(saved:
         load_bundle(saved)
 
     assert str(caught.value) == f"model bundle {saved}: version {recorded} does not match its content"
+
+
+def test_the_manifest_records_each_folds_stacker_and_the_version_changes_with_a_coefficient(bundle: ModelBundle) -> None:
+    changed = Stacker(1, "p_up", StackMethod.LOGISTIC, StackReason.FITTED, (-0.1234567890123, 0.7, float(np.nextafter(1 / 3, 1.0))), 10, 20, (0,))
+    other = ModelBundle(**{**bundle.__dict__, "stackers": (bundle.stackers[0], changed)})
+
+    assert bundle.manifest()["stackers"] == [s.to_json() for s in bundle.stackers]
+    assert other.version != bundle.version
+
+
+def test_stackers_read_back_bit_for_bit_from_a_saved_bundle(bundle: ModelBundle, saved: Path) -> None:
+    loaded = load_bundle(saved)
+
+    assert loaded.stackers == bundle.stackers
+    assert loaded.stacker(1, "p_up").coef[2] == 1 / 3
+
+
+def test_a_missing_stacker_is_an_error_naming_fold_and_target(bundle: ModelBundle) -> None:
+    with pytest.raises(ModelError, match=r"bundle tiny has no stacker for fold 1, target 'expected_return'"):
+        bundle.stacker(1, "expected_return")
+
+
+def test_load_refuses_a_bundle_from_before_the_stacker(saved: Path) -> None:
+    manifest_path = saved / "manifest.json"
+    manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    del manifest["stackers"]
+    manifest_path.write_text(json.dumps(manifest), encoding="utf-8")
+
+    with pytest.raises(ModelError) as caught:
+        load_bundle(saved)
+
+    assert str(caught.value) == f"model bundle {saved} predates the walk-forward stacker (ADR-023): retrain it"
