@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -165,7 +166,7 @@ def test_load_refuses_a_manifest_whose_version_does_not_match_its_content(saved:
 
 def test_the_manifest_records_each_folds_stacker_and_the_version_changes_with_a_coefficient(bundle: ModelBundle) -> None:
     changed = Stacker(1, "p_up", StackMethod.LOGISTIC, StackReason.FITTED, (-0.1234567890123, 0.7, float(np.nextafter(1 / 3, 1.0))), 10, 20, (0,))
-    other = ModelBundle(**{**bundle.__dict__, "stackers": (bundle.stackers[0], changed)})
+    other = dataclasses.replace(bundle, stackers=(bundle.stackers[0], changed))
 
     assert bundle.manifest()["stackers"] == [s.to_json() for s in bundle.stackers]
     assert other.version != bundle.version
