@@ -75,7 +75,10 @@ def fixed_blend_of(bundle):
     """The same boosters combined by the old fixed-weight blend in every fold (for comparison only)."""
     w = bundle.specialist_weight
     fixed = tuple(
-        Stacker(s.fold, s.target, StackMethod.FIXED_BLEND, StackReason.NO_EARLIER_FOLD, (0.0, 1.0 - w, w), 0, s.label_cutoff_ms, ())
+        Stacker(
+            s.fold, s.target, StackMethod.FIXED_BLEND, StackReason.NO_EARLIER_FOLD,
+            (f"{s.target}.global", f"{s.target}.specialist"), (0.0, 1.0 - w, w), 0, s.label_cutoff_ms, (),
+        )  # fmt: skip
         for s in bundle.stackers
     )
     return dataclasses.replace(bundle, stackers=fixed)
@@ -316,12 +319,13 @@ def render(results: list[dict[str, object]], measured_at: str, load: str) -> str
                 f"| {index} | {row['span']} | {row['rule']} | {int(row['n']):,} | {_fmt(row['auc'])} | {_fmt(row['ic'])} | "
                 f"{_fmt(row['log_loss'])} | {_fmt(row['prior_log_loss'])} | {_fmt(row['hindsight_log_loss'])} | {_fmt(row['calibration_error'])} |"
             )
-        lines += ["", "Stackers recorded in the bundle (`p_up`: intercept, global logit, specialist logit):", ""]
+        lines += ["", "Stackers recorded in the bundle (probability inputs enter as logits):", ""]
         for stacker in result["stackers"]:
-            if stacker["target"] == "p_up":
-                coef = ", ".join(f"{c:.4f}" for c in stacker["coef"])
+            if stacker["target"] in ("p_up", "expected_return"):
+                coef = ", ".join(f"{c:.4g}" for c in stacker["coef"])
                 lines.append(
-                    f"- fold {stacker['fold']}: {stacker['method']} ({stacker['reason']}), coefficients ({coef}), "
+                    f"- fold {stacker['fold']} `{stacker['target']}`: {stacker['method']} ({stacker['reason']}), "
+                    f"intercept and weights of {stacker['inputs']}: ({coef}), "
                     f"{stacker['rows']:,} out-of-fold rows from folds {stacker['source_folds']}"
                 )
         lines += [

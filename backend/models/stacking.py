@@ -1,20 +1,23 @@
 """Walk-forward stacking and calibration of the global and specialist outputs (ADR-023, ADR-024).
 
-Each fold's boosters give, per row, a global score ``g`` and the row's specialist score ``s`` (``s = g``
-where the symbol has no specialist). A fold's stacker turns the two into the output the strategy reads:
+Each fold's boosters give, per row and target, a global score ``g`` and the row's specialist score
+``s`` (``s = g`` where the symbol has no specialist). A fold's stacker turns them into the output the
+strategy reads. Its inputs are named ``<target>.global`` and ``<target>.specialist``; a probability
+target's scores enter as logits.
 
-- ``p_up`` and ``p_recovery`` (probabilities): ``sigmoid(c0 + c1 logit(g) + c2 logit(s))``, a logistic
-  regression on the boosters' logits. Fitting it is stacking and Platt calibration in one step: the
-  weights and the probability scale are both learnt from labels the boosters never saw.
-- ``expected_return``: ``c0 + c1 g + c2 s``, a ridge regression on the realised net return
-  (winsorised at its 1st and 99th percentiles for the fit).
+- ``p_up`` and ``p_recovery`` (probabilities): ``sigmoid(c0 + c1 logit(g) + c2 logit(s))`` of the
+  target's own boosters, a logistic regression. Fitting it is stacking and Platt calibration in one
+  step: the weights and the probability scale are both learnt from labels the boosters never saw.
+- ``expected_return``: ``c0 + c1 g + c2 s + c3 logit(g_up) + c4 logit(s_up)``, a ridge regression on the
+  realised net return (winsorised at its 1st and 99th percentiles for the fit): the return boosters'
+  scores and the up-probability boosters' logits, which rank the same net return.
 
 The stacker of fold ``k`` is fitted only on out-of-fold rows: rows of earlier folds' test spans,
 scored by those folds' boosters, with a realised label and a time before fold ``k``'s training
 cut-off (``train_end_ms``, which already lies purge + embargo bars before fold ``k``'s test span,
 and purge >= the label horizon), so every label it reads was known before fold ``k``'s test span
 starts. A fold without enough such rows (the first fold always) falls back to the declared fixed
-blend ``(1 - w) g + w s``; the bundle records which rule each fold uses and why.
+blend ``(1 - w) g + w s`` of the target's own scores; the bundle records which rule each fold uses and why.
 
 Fitting is plain numpy with explicit pairwise sums (no BLAS reductions) and a fixed Newton schedule,
 so the same rows give the same coefficients; applying a stacker is elementwise arithmetic on the
@@ -24,7 +27,6 @@ stored coefficients, so a replay reproduces every prediction byte for byte.
 from __future__ import annotations
 
 import enum
-import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -60,16 +62,17 @@ class StackReason(str, enum.Enum):
 class Stacker:
     """One fold's rule for one target, with the rows it was fitted on.
 
-    ``coef`` is ``(c0, c1, c2)``: intercept, global weight, specialist weight (for the fixed blend
-    ``(0, 1 - w, w)``). ``label_cutoff_ms`` bounds the rows the fit could read (``ts`` below it);
-    ``source_folds`` are the folds those rows came from.
+    ``coef`` is the intercept followed by one weight per name in ``inputs`` (for the fixed blend
+    ``(0, 1 - w, w)`` on the target's global and specialist scores). ``label_cutoff_ms`` bounds the
+    rows the fit could read (``ts`` below it); ``source_folds`` are the folds those rows came from.
     """
 
     fold: int
     target: str
     method: StackMethod
     reason: StackReason
-    coef: tuple[float, float, float]
+    inputs: tuple[str, ...]
+    coef: tuple[float, ...]
     rows: int
     label_cutoff_ms: int
     source_folds: tuple[int, ...]
@@ -81,6 +84,7 @@ class Stacker:
             "target": self.target,
             "method": self.method.value,
             "reason": self.reason.value,
+            "inputs": list(self.inputs),
             "coef": list(self.coef),
             "rows": self.rows,
             "label_cutoff_ms": self.label_cutoff_ms,
@@ -90,13 +94,13 @@ class Stacker:
     @classmethod
     def from_json(cls, row: dict[str, Any]) -> Stacker:
         """Read a stacker written by :meth:`to_json`."""
-        c0, c1, c2 = (float(c) for c in row["coef"])
         return cls(
             fold=int(row["fold"]),
             target=str(row["target"]),
             method=StackMethod(row["method"]),
             reason=StackReason(row["reason"]),
-            coef=(c0, c1, c2),
+            inputs=tuple(str(name) for name in row["inputs"]),
+            coef=tuple(float(c) for c in row["coef"]),
             rows=int(row["rows"]),
             label_cutoff_ms=int(row["label_cutoff_ms"]),
             source_folds=tuple(int(f) for f in row["source_folds"]),
@@ -113,80 +117,110 @@ def _sigmoid(z: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-z))
 
 
-def _inputs(target: str, general: np.ndarray, specialist: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    if target in PROBABILITY_TARGETS:
-        return logit(general), logit(specialist)
-    return general, specialist
+def stack_inputs(target: str) -> tuple[str, ...]:
+    """The named inputs of a target's fitted stacker (see the module docstring)."""
+    own = (f"{target}.global", f"{target}.specialist")
+    return own + ("p_up.global", "p_up.specialist") if target == "expected_return" else own
 
 
-def apply_stacker(stacker: Stacker, general: np.ndarray, specialist: np.ndarray, own: np.ndarray) -> np.ndarray:
-    """Return the fold's output for rows with global scores ``general`` and specialist scores ``specialist``.
+def _column(name: str, scores: dict[str, np.ndarray]) -> np.ndarray:
+    """The values of input ``name``: the booster scores, as logits for a probability target."""
+    values = scores[name]
+    return logit(values) if name.split(".")[0] in PROBABILITY_TARGETS else values
 
-    ``own`` marks the rows whose symbol has a specialist; elsewhere ``specialist`` must equal ``general``.
-    The fixed blend leaves those rows at ``general`` exactly, like the compiled blend does.
+
+def scores_of(raw: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]) -> dict[str, np.ndarray]:
+    """Name a fold's raw ``target -> (global, specialist, own)`` scores as stacker inputs."""
+    out = {}
+    for target, (general, specialist, _own) in raw.items():
+        out[f"{target}.global"] = general
+        out[f"{target}.specialist"] = specialist
+    return out
+
+
+def apply_stacker(stacker: Stacker, raw: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]) -> np.ndarray:
+    """Return the fold's output for ``stacker.target`` from the fold's raw ``target -> (global, specialist, own)``.
+
+    ``own`` marks the rows whose symbol has a specialist; elsewhere the specialist score equals the
+    global one. The fixed blend leaves those rows at the global score exactly, like the compiled blend does.
+
+    Raises
+    ------
+    ModelError
+        When an input the stacker reads has no scores in ``raw``.
     """
-    c0, c1, c2 = stacker.coef
+    general, specialist, own = raw[stacker.target]
     if stacker.method is StackMethod.FIXED_BLEND:
+        _, c1, c2 = stacker.coef
         out = general.copy()
         out[own] = c1 * general[own] + c2 * specialist[own]
         return out
-    x1, x2 = _inputs(stacker.target, general, specialist)
-    z = c0 + c1 * x1 + c2 * x2
+    scores = scores_of(raw)
+    missing = [name for name in stacker.inputs if name not in scores]
+    if missing:
+        raise ModelError(f"stacker of fold {stacker.fold} for {stacker.target} reads {missing}, which the fold has no boosters for")
+    z = np.full(len(general), stacker.coef[0])
+    for weight, name in zip(stacker.coef[1:], stacker.inputs):
+        z = z + weight * _column(name, scores)
     return _sigmoid(z) if stacker.method is StackMethod.LOGISTIC else z
 
 
-def _normal_equations(x1: np.ndarray, x2: np.ndarray, w: np.ndarray, r: np.ndarray, l2: float) -> tuple[np.ndarray, np.ndarray]:
-    """Return ``(X'WX + L, X'r)`` for ``X = [1, x1, x2]`` with explicit pairwise sums (no BLAS)."""
-    columns = (np.ones_like(x1), x1, x2)
-    hessian = np.empty((3, 3))
-    gradient = np.empty(3)
-    for i in range(3):
-        gradient[i] = float(np.sum(columns[i] * r))
-        for j in range(i, 3):
-            hessian[i, j] = hessian[j, i] = float(np.sum(w * columns[i] * columns[j]))
-    hessian[1, 1] += l2
-    hessian[2, 2] += l2
+def _normal_equations(columns: list[np.ndarray], w: np.ndarray, r: np.ndarray, l2: float) -> tuple[np.ndarray, np.ndarray]:
+    """Return ``(X'WX + L, X'r)`` for ``X = [1, columns...]`` with explicit pairwise sums (no BLAS).
+
+    The penalty ``l2`` applies to every weight but the intercept.
+    """
+    design = [np.ones_like(w), *columns]
+    k = len(design)
+    hessian = np.empty((k, k))
+    gradient = np.empty(k)
+    for i in range(k):
+        gradient[i] = float(np.sum(design[i] * r))
+        for j in range(i, k):
+            hessian[i, j] = hessian[j, i] = float(np.sum(w * design[i] * design[j]))
+    hessian[np.arange(1, k), np.arange(1, k)] += l2
     return hessian, gradient
 
 
-def fit_logistic(x1: np.ndarray, x2: np.ndarray, y: np.ndarray, l2: float) -> tuple[float, float, float]:
-    """Fit ``P(y = 1) = sigmoid(c0 + c1 x1 + c2 x2)`` by Newton's method with an L2 penalty on ``c1, c2``.
+def fit_logistic(columns: list[np.ndarray], y: np.ndarray, l2: float) -> tuple[float, ...]:
+    """Fit ``P(y = 1) = sigmoid(c0 + sum c_i x_i)`` by Newton's method with an L2 penalty on the weights.
 
     Raises
     ------
     ModelError
         When Newton's method does not converge in ``NEWTON_STEPS`` steps.
     """
-    coef = np.zeros(3)
+    coef = np.zeros(len(columns) + 1)
     rate = float(np.mean(y))
-    coef[0] = math.log(rate / (1.0 - rate))
+    coef[0] = np.log(rate / (1.0 - rate))
     for _ in range(NEWTON_STEPS):
-        p = _sigmoid(coef[0] + coef[1] * x1 + coef[2] * x2)
-        hessian, gradient = _normal_equations(x1, x2, p * (1.0 - p), y - p, l2)
+        z = np.full(len(y), coef[0])
+        for weight, column in zip(coef[1:], columns):
+            z = z + weight * column
+        p = _sigmoid(z)
+        hessian, gradient = _normal_equations(columns, p * (1.0 - p), y - p, l2)
         gradient[1:] -= l2 * coef[1:]
         step = np.linalg.solve(hessian, gradient)
         coef = coef + step
         if float(np.max(np.abs(step))) < NEWTON_TOLERANCE:
-            return float(coef[0]), float(coef[1]), float(coef[2])
+            return tuple(float(c) for c in coef)
     raise ModelError(f"logistic stacker did not converge in {NEWTON_STEPS} Newton steps on {len(y)} rows")
 
 
-def fit_linear(x1: np.ndarray, x2: np.ndarray, y: np.ndarray, l2: float) -> tuple[float, float, float]:
-    """Fit ``y = c0 + c1 x1 + c2 x2`` by ridge regression (L2 penalty on ``c1, c2``)."""
-    hessian, gradient = _normal_equations(x1, x2, np.ones_like(x1), y, l2)
-    c0, c1, c2 = (float(c) for c in np.linalg.solve(hessian, gradient))
-    return c0, c1, c2
+def fit_linear(columns: list[np.ndarray], y: np.ndarray, l2: float) -> tuple[float, ...]:
+    """Fit ``y = c0 + sum c_i x_i`` by ridge regression (L2 penalty on the weights)."""
+    hessian, gradient = _normal_equations(columns, np.ones_like(y), y, l2)
+    return tuple(float(c) for c in np.linalg.solve(hessian, gradient))
 
 
 @dataclass(frozen=True)
 class OutOfFold:
-    """Out-of-fold rows of one target: each row's time, fold, boosters' scores and realised label (NaN: unknown)."""
+    """Out-of-fold rows: each row's time and fold, its boosters' scores by input name, its labels by target (NaN: unknown)."""
 
     ts: np.ndarray
     fold: np.ndarray
-    general: np.ndarray
-    specialist: np.ndarray
-    label: np.ndarray
+    scores: dict[str, np.ndarray]
+    labels: dict[str, np.ndarray]
 
 
 def fit_stacker(
@@ -200,31 +234,39 @@ def fit_stacker(
 ) -> Stacker:
     """Fit fold ``fold``'s stacker for ``target`` on the rows of ``rows`` before ``cutoff_ms`` from earlier folds.
 
-    Falls back to the fixed blend with weight ``weight`` when there is no earlier fold, fewer than
-    ``min_rows`` usable rows, or (for a probability) a single class among them.
+    A row counts when its label and every input (:func:`stack_inputs`) are known. Falls back to the
+    fixed blend with weight ``weight`` when no earlier fold scored the target, fewer than ``min_rows``
+    rows count, or (for a probability) a single class is among them.
     """
     fixed = (0.0, 1.0 - weight, weight)
-    keep = (rows.fold < fold) & (rows.ts < cutoff_ms) & ~np.isnan(rows.label) & ~np.isnan(rows.general)
+    inputs = stack_inputs(target)
+    label = rows.labels[target]
+    known = ~np.isnan(label)
+    for name in inputs:
+        known &= ~np.isnan(rows.scores[name])
+    keep = (rows.fold < fold) & (rows.ts < cutoff_ms) & known
     count = int(keep.sum())
     sources = tuple(int(f) for f in np.unique(rows.fold[keep]))
 
-    def rule(method: StackMethod, reason: StackReason, coef: tuple[float, float, float]) -> Stacker:
-        return Stacker(fold, target, method, reason, coef, count, int(cutoff_ms), sources)
+    def rule(method: StackMethod, reason: StackReason, names: tuple[str, ...], coef: tuple[float, ...]) -> Stacker:
+        return Stacker(fold, target, method, reason, names, coef, count, int(cutoff_ms), sources)
 
-    if not np.any(rows.fold < fold):
-        return rule(StackMethod.FIXED_BLEND, StackReason.NO_EARLIER_FOLD, fixed)
+    own = (f"{target}.global", f"{target}.specialist")
+    if not np.any((rows.fold < fold) & ~np.isnan(rows.scores[own[0]])):
+        return rule(StackMethod.FIXED_BLEND, StackReason.NO_EARLIER_FOLD, own, fixed)
     if count < min_rows:
-        return rule(StackMethod.FIXED_BLEND, StackReason.TOO_FEW_ROWS, fixed)
-    x1, x2 = _inputs(target, rows.general[keep], rows.specialist[keep])
-    y = rows.label[keep]
+        return rule(StackMethod.FIXED_BLEND, StackReason.TOO_FEW_ROWS, own, fixed)
+    selected = {name: values[keep] for name, values in rows.scores.items() if name in inputs}
+    columns = [_column(name, selected) for name in inputs]
+    y = label[keep]
     if target in PROBABILITY_TARGETS:
         if float(y.min()) == float(y.max()):
-            return rule(StackMethod.FIXED_BLEND, StackReason.ONE_CLASS, fixed)
-        return rule(StackMethod.LOGISTIC, StackReason.FITTED, fit_logistic(x1, x2, y, l2))
+            return rule(StackMethod.FIXED_BLEND, StackReason.ONE_CLASS, own, fixed)
+        return rule(StackMethod.LOGISTIC, StackReason.FITTED, inputs, fit_logistic(columns, y, l2))
     # Net returns are heavy-tailed: the fit reads them winsorised at their 1st and 99th percentiles, so a
     # handful of crashes cannot set the weights (the output stays a return: the scale is kept).
     low, high = np.quantile(y, [WINSOR_QUANTILE, 1.0 - WINSOR_QUANTILE])
-    return rule(StackMethod.LINEAR, StackReason.FITTED, fit_linear(x1, x2, np.clip(y, low, high), l2))
+    return rule(StackMethod.LINEAR, StackReason.FITTED, inputs, fit_linear(columns, np.clip(y, low, high), l2))
 
 
 def describe(stacker: Stacker) -> str:

@@ -21,7 +21,7 @@ from backend.errors import ModelError
 from backend.models import forest, lgbm
 from backend.models.bundle import TARGETS, FoldWindow, ModelBundle, TrainedModel
 from backend.models.parallel import run_tasks
-from backend.models.stacking import OutOfFold, Stacker, apply_stacker, describe, fit_stacker
+from backend.models.stacking import OutOfFold, Stacker, apply_stacker, describe, fit_stacker, scores_of
 from backend.models.walkforward import make_folds
 
 _OBJECTIVES = {"p_up": "binary", "expected_return": "regression", "p_recovery": "binary"}
@@ -221,21 +221,27 @@ def fit_stackers(
     ``train_end_ms``, whose labels (purge >= horizon) are all realised before fold ``k``'s test span.
     """
     frame = _prepared(bundle, dataset, clusters)
-    parts: dict[str, list[tuple[np.ndarray, ...]]] = {t: [] for t in TARGETS}
-    present: dict[int, tuple[str, ...]] = {}
-    for scores in _fold_scores(bundle, frame, num_threads, False, TARGETS):
-        span = frame.slice(scores.first, scores.end - scores.first)
-        present[scores.window.index] = tuple(scores.raw)
-        for target, (general, specialist, _own) in scores.raw.items():
-            fold = np.full(len(general), scores.window.index, dtype=np.int64)
-            parts[target].append((span["ts"].to_numpy(), fold, general, specialist, _labels_of(span, target, min_depth)))
-    rows = {
-        target: OutOfFold(*(np.concatenate(column) for column in zip(*chunks)))
-        for target, chunks in parts.items()
-        if chunks
-    }
+    ts, folds, present = [], [], {}
+    scores: dict[str, list[np.ndarray]] = {f"{t}.{part}": [] for t in TARGETS for part in ("global", "specialist")}
+    labels: dict[str, list[np.ndarray]] = {t: [] for t in TARGETS}
+    for fold_scores in _fold_scores(bundle, frame, num_threads, False, TARGETS):
+        span = frame.slice(fold_scores.first, fold_scores.end - fold_scores.first)
+        present[fold_scores.window.index] = tuple(fold_scores.raw)
+        ts.append(span["ts"].to_numpy())
+        folds.append(np.full(span.height, fold_scores.window.index, dtype=np.int64))
+        named = scores_of(fold_scores.raw)
+        for name, chunks in scores.items():
+            chunks.append(named.get(name, np.full(span.height, np.nan)))
+        for target, chunks in labels.items():
+            chunks.append(_labels_of(span, target, min_depth))
+    rows = OutOfFold(
+        np.concatenate(ts),
+        np.concatenate(folds),
+        {name: np.concatenate(chunks) for name, chunks in scores.items()},
+        {target: np.concatenate(chunks) for target, chunks in labels.items()},
+    )
     return tuple(
-        fit_stacker(window.index, target, window.train_end_ms, rows[target], stacking.min_rows, stacking.l2, bundle.specialist_weight)
+        fit_stacker(window.index, target, window.train_end_ms, rows, stacking.min_rows, stacking.l2, bundle.specialist_weight)
         for window in bundle.folds
         for target in present[window.index]
     )
@@ -348,13 +354,15 @@ def predict_bundle(
         When the bundle lacks the stacker of a fold and target it has boosters for.
     """
     frame = _prepared(bundle, features, clusters)
+    # The expected-return stacker also reads the up-probability boosters.
+    needed = tuple(t for t in TARGETS if t in targets or (t == "p_up" and "expected_return" in targets))
     parts = []
-    for scores in _fold_scores(bundle, frame, num_threads, forward, targets):
+    for scores in _fold_scores(bundle, frame, num_threads, forward, needed):
         count = scores.end - scores.first
         out: dict[str, object] = {"ts": frame["ts"].slice(scores.first, count), "symbol": frame["symbol"].slice(scores.first, count)}
         for target in TARGETS:
-            if target in scores.raw:
-                out[target] = apply_stacker(bundle.stacker(scores.window.index, target), *scores.raw[target])
+            if target in scores.raw and target in targets:
+                out[target] = apply_stacker(bundle.stacker(scores.window.index, target), scores.raw)
             else:
                 out[target] = np.full(count, np.nan)
         parts.append(pl.DataFrame(out).with_columns(pl.lit(scores.window.index, dtype=pl.Int64).alias("fold")))

@@ -16,6 +16,7 @@ from backend.models import lgbm
 from backend.models.bundle import FoldWindow, ModelBundle, TrainedModel, load_bundle, save_bundle
 from backend.models.stacking import Stacker, StackMethod, StackReason
 
+UP = ("p_up.global", "p_up.specialist")
 PARAMS = LgbmParamsSpec(num_leaves=4, n_estimators=3, min_data_in_leaf=5)
 
 
@@ -41,8 +42,8 @@ def bundle() -> ModelBundle:
         models=tuple(models),
         lineage={"spec_hash": "abc", "inputs_sha256": "def"},
         stackers=(
-            Stacker(0, "p_up", StackMethod.FIXED_BLEND, StackReason.NO_EARLIER_FOLD, (0.0, 0.75, 0.25), 0, 10, ()),
-            Stacker(1, "p_up", StackMethod.LOGISTIC, StackReason.FITTED, (-0.1234567890123, 0.7, 1 / 3), 10, 20, (0,)),
+            Stacker(0, "p_up", StackMethod.FIXED_BLEND, StackReason.NO_EARLIER_FOLD, UP, (0.0, 0.75, 0.25), 0, 10, ()),
+            Stacker(1, "p_up", StackMethod.LOGISTIC, StackReason.FITTED, UP, (-0.1234567890123, 0.7, 1 / 3), 10, 20, (0,)),
         ),
     )
 
@@ -165,7 +166,7 @@ def test_load_refuses_a_manifest_whose_version_does_not_match_its_content(saved:
 
 
 def test_the_manifest_records_each_folds_stacker_and_the_version_changes_with_a_coefficient(bundle: ModelBundle) -> None:
-    changed = Stacker(1, "p_up", StackMethod.LOGISTIC, StackReason.FITTED, (-0.1234567890123, 0.7, float(np.nextafter(1 / 3, 1.0))), 10, 20, (0,))
+    changed = Stacker(1, "p_up", StackMethod.LOGISTIC, StackReason.FITTED, UP, (-0.1234567890123, 0.7, float(np.nextafter(1 / 3, 1.0))), 10, 20, (0,))
     other = dataclasses.replace(bundle, stackers=(bundle.stackers[0], changed))
 
     assert bundle.manifest()["stackers"] == [s.to_json() for s in bundle.stackers]

@@ -195,7 +195,9 @@ def test_the_first_fold_has_no_out_of_fold_history_and_blends_by_the_declared_fi
     np.testing.assert_array_equal(got, 0.6 * glob + 0.4 * own)
     assert not np.array_equal(got, glob)
     fallback = bundle.stacker(0, "p_up")
-    assert (fallback.method, fallback.reason, fallback.coef, fallback.rows) == (StackMethod.FIXED_BLEND, StackReason.NO_EARLIER_FOLD, (0.0, 0.6, 0.4), 0)
+    assert (fallback.method, fallback.reason, fallback.inputs, fallback.coef, fallback.rows) == (
+        StackMethod.FIXED_BLEND, StackReason.NO_EARLIER_FOLD, ("p_up.global", "p_up.specialist"), (0.0, 0.6, 0.4), 0,
+    )  # fmt: skip
 
 
 @pytest.mark.parametrize("target", ["p_up", "expected_return"])
@@ -203,18 +205,25 @@ def test_a_later_fold_combines_global_and_specialist_with_its_stacker_fitted_on_
     spec: RunSpec, bundle: ModelBundle, dataset: pl.DataFrame, predictions: pl.DataFrame, target: str
 ) -> None:
     span = _span(dataset, bundle, spec.universe.clusters, 1, "DOGE")
-    glob = lgbm.predict(bundle.model(1, "global", target).text, span.select([*bundle.feature_names, "symbol_code", "cluster_code"]).to_numpy(), 1)
-    own = lgbm.predict(bundle.model(1, "DOGE", target).text, span.select(bundle.feature_names).to_numpy(), 1)
+    general_x, own_x = span.select([*bundle.feature_names, "symbol_code", "cluster_code"]).to_numpy(), span.select(bundle.feature_names).to_numpy()
+    glob = lgbm.predict(bundle.model(1, "global", target).text, general_x, 1)
+    own = lgbm.predict(bundle.model(1, "DOGE", target).text, own_x, 1)
+    logit = lambda p: np.log(p) - np.log1p(-p)  # noqa: E731
     stacker = bundle.stacker(1, target)
-    c0, c1, c2 = stacker.coef
 
     got = predictions.filter((pl.col("fold") == 1) & (pl.col("symbol") == "DOGE"))[target].to_numpy()
 
     if target == "p_up":
-        logit = lambda p: np.log(p) - np.log1p(-p)  # noqa: E731
+        c0, c1, c2 = stacker.coef
+        assert stacker.inputs == ("p_up.global", "p_up.specialist")
         np.testing.assert_allclose(got, 1.0 / (1.0 + np.exp(-(c0 + c1 * logit(glob) + c2 * logit(own)))), rtol=1e-12)
     else:
-        np.testing.assert_allclose(got, c0 + c1 * glob + c2 * own, rtol=1e-12)
+        c0, c1, c2, c3, c4 = stacker.coef
+        assert stacker.inputs == ("expected_return.global", "expected_return.specialist", "p_up.global", "p_up.specialist")
+        up_glob = lgbm.predict(bundle.model(1, "global", "p_up").text, general_x, 1)
+        up_own = lgbm.predict(bundle.model(1, "DOGE", "p_up").text, own_x, 1)
+        expected = c0 + c1 * glob + c2 * own + c3 * logit(up_glob) + c4 * logit(up_own)
+        np.testing.assert_allclose(got, expected, rtol=1e-9, atol=1e-15)
     assert (stacker.reason, stacker.source_folds, stacker.label_cutoff_ms) == (StackReason.FITTED, (0,), bundle.folds[1].train_end_ms)
     eligible = dataset.filter(
         pl.col("ts").is_between(bundle.folds[0].test_start_ms, bundle.folds[1].train_end_ms, closed="left") & pl.col("label_return").is_not_null()
@@ -259,7 +268,7 @@ def test_a_stacker_sees_no_row_whose_label_was_unknown_when_its_fold_starts(
     )
     moved = train_walk_forward(flipped, feature_names, spec.universe.clusters, spec.model, spec.training, spec.seed, {"spec_hash": "x"})
     assert moved.stacker(1, "p_up") != bundle.stacker(1, "p_up")
-    assert moved.stacker(1, "expected_return") == bundle.stacker(1, "expected_return")
+    assert moved.stacker(1, "p_recovery") == bundle.stacker(1, "p_recovery")
 
 
 def test_training_on_given_windows_uses_them_instead_of_cutting_new_ones(
