@@ -370,3 +370,16 @@ def test_an_injected_failure_fails_training_after_its_retries_naming_the_scope_a
 
     assert (caught.value.scope, caught.value.fold) == (scope, fold)
     assert f"retrying {scope} in fold {fold} (attempt 2)" in progress
+
+
+@pytest.mark.parametrize(("targets", "computed"), [(("expected_return",), {"expected_return"}), (("p_up",), {"p_up"}), (("p_recovery",), {"p_recovery"})])
+def test_outputs_not_asked_for_are_nan_even_when_a_stacker_reads_their_boosters(
+    spec: RunSpec, bundle: ModelBundle, dataset: pl.DataFrame, predictions: pl.DataFrame, targets: tuple[str, ...], computed: set[str]
+) -> None:
+    out = predict_bundle(bundle, dataset, spec.universe.clusters, 1, targets=targets)
+
+    for target in ("p_up", "expected_return", "p_recovery"):
+        if target in computed:
+            assert out[target].to_numpy().tobytes() == predictions[target].to_numpy().tobytes()
+        else:
+            assert out[target].is_nan().all()
