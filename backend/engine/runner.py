@@ -25,6 +25,7 @@ from backend.data.simulator import simulate_ohlcv
 from backend.data.training_feed import prepare_lake_source
 from backend.engine.clock import SimulatedClock, WallClock
 from backend.engine.core import Engine, Stamp
+from backend.engine.economics import EdgeBasis
 from backend.engine.events import MarketMatrix
 from backend.engine.pipeline import PREDICTION_OUTPUTS, Pipeline
 from backend.errors import DataError, ModelError
@@ -106,6 +107,16 @@ def round_trip_cost(spec: RunSpec) -> float:
     Slippage counts at the model's half-spread: its size term depends on an order not yet sized.
     """
     return 2.0 * (spec.execution.taker_fee_bps + spec.execution.slippage.half_spread_bps) / 10_000.0
+
+
+def edge_basis(spec: RunSpec, bundle: ModelBundle) -> EdgeBasis:
+    """Return what the engine prices decisions with: the label horizon in time, and the cost the model's labels are net of.
+
+    The cost is the bundle's own (its lineage records the label cost it was trained with); a bundle without that
+    record was trained under this spec's execution costs.
+    """
+    label_cost = float(bundle.lineage.get("label_round_trip_cost", round_trip_cost(spec)))  # type: ignore[arg-type]
+    return EdgeBasis(spec.training.label.horizon_bars * spec.data.bar_ms, label_cost)
 
 
 def training_dataset(spec: RunSpec, bars: pl.DataFrame) -> pl.DataFrame:
@@ -282,6 +293,7 @@ def execute(pipeline: Pipeline, bars: pl.DataFrame, bundle: ModelBundle, wall: W
         spec.execution,
         stamp,
         SimulatedClock(int(matrix.ts_ms[0])),
+        edge_basis(spec, bundle),
     )
     equity = np.empty(len(matrix.ts_ms))
     states = np.empty(matrix.has_bar.shape, dtype=np.int8)
