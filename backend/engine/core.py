@@ -352,7 +352,9 @@ class Engine:
         notional = float(qty) * ref_price
         bar_usd = None if batch.volume is None else ref_price * float(batch.volume[i])
         leg = leg_cost(self.fee_rate, self.slippage, notional, bar_usd)
-        gross = float(batch.pred["expected_return"][i]) + self.edge.label_cost
+        # The out-of-fold calibrated expected return when the batch carries one (every run's matrix does).
+        expected = batch.pred.get("edge", batch.pred["expected_return"])
+        gross = float(expected[i]) + self.edge.label_cost
         return price(gross, action in BUYS, legs, leg, margin, short)
 
     def _decide(

@@ -30,6 +30,8 @@ import enum
 import math
 from dataclasses import dataclass
 
+import numpy as np
+
 from execution.brokers.simulated import SlippageModel
 
 
@@ -88,3 +90,45 @@ def price(
     cost = legs * leg
     clears = not math.isnan(edge) and edge > cost + margin
     return Pricing(edge, cost, margin, legs, CostReason.EDGE_CLEARS_COST if clears else short_reason)
+
+
+@dataclass(frozen=True)
+class FoldCalibration:
+    """The out-of-fold line ``edge = intercept + slope x expected_return`` a fold's rows are priced with."""
+
+    fold: int
+    start_ms: int
+    rows: int
+    intercept: float
+    slope: float
+
+
+def calibrate_edge(
+    expected: np.ndarray, realised: np.ndarray, fold: np.ndarray, ts_ms: np.ndarray, horizon_ms: int
+) -> tuple[np.ndarray, tuple[FoldCalibration, ...]]:
+    """Return the expected net return each row is priced with, calibrated out of fold, and the fitted lines.
+
+    ``expected``, ``realised`` (the net label return) and ``fold`` (the walk-forward fold that predicted the
+    row, NaN outside every test span) are ``(time, symbol)`` matrices; ``ts_ms`` the row times. The rows of a
+    fold are priced with a least-squares line of ``realised`` on ``expected`` fitted only on earlier predicted
+    rows whose label was fully realised before the fold's first row (``ts + horizon_ms <= start``), so no
+    label a decision could not have seen is used. The slope is kept within [0, 1]: a model whose outputs did
+    not rank returns earns no edge beyond the realised mean, and an edge is never amplified. A fold with no
+    such history (the first one) gets no edge at all (NaN: nothing clears its cost).
+    """
+    out = np.full(expected.shape, np.nan)
+    lines: list[FoldCalibration] = []
+    predicted = np.isfinite(fold)
+    known = predicted & np.isfinite(expected) & np.isfinite(realised)
+    for k in np.unique(fold[predicted]):
+        rows = fold == k
+        start = int(ts_ms[rows.any(axis=1)].min())
+        use = known & (ts_ms + horizon_ms <= start)[:, None]
+        x, y = expected[use], realised[use]
+        if x.size < 2 or not float(x.var()) > 0.0:
+            continue
+        slope = min(max(float(np.mean((x - x.mean()) * (y - y.mean()))) / float(x.var()), 0.0), 1.0)
+        intercept = float(y.mean()) - slope * float(x.mean())
+        out[rows] = intercept + slope * expected[rows]
+        lines.append(FoldCalibration(int(k), start, int(x.size), intercept, slope))
+    return out, tuple(lines)

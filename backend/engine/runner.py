@@ -25,7 +25,7 @@ from backend.data.simulator import simulate_ohlcv
 from backend.data.training_feed import prepare_lake_source
 from backend.engine.clock import SimulatedClock, WallClock
 from backend.engine.core import Engine, Stamp
-from backend.engine.economics import EdgeBasis
+from backend.engine.economics import EdgeBasis, calibrate_edge
 from backend.engine.events import MarketMatrix
 from backend.engine.pipeline import PREDICTION_OUTPUTS, Pipeline
 from backend.errors import DataError, ModelError
@@ -47,11 +47,12 @@ _EXECUTION_ONLY = {"ray", "promotion", "schedule", "inject_failure"}
 
 @dataclass(frozen=True)
 class Outcome:
-    """What ``execute`` produced: the engine after the run, and the per-bar series."""
+    """What ``execute`` produced: the engine after the run, and the per-bar series (equity, gross exposure, states)."""
 
     engine: Engine
     matrix: MarketMatrix
     equity: np.ndarray
+    exposure: np.ndarray
     states: np.ndarray
     decisions: pl.DataFrame
     decision_log_sha256: str
@@ -244,8 +245,23 @@ def align_column(values: pl.DataFrame, column: str, where: Placement, shape: tup
     return out
 
 
+def realised_matrix(spec: RunSpec, bars: pl.DataFrame, times: np.ndarray, symbols: tuple[str, ...], label_cost: float) -> np.ndarray:
+    """Return the net label return of every ``(time, symbol)`` cell (NaN where the horizon is not observed).
+
+    Only the out-of-fold edge calibration reads it, and only for rows realised before the fold it prices.
+    """
+    labels = forward_return_labels(bars, spec.training.label.horizon_bars, label_cost, spec.data.bar_ms)
+    code = {s: i for i, s in enumerate(symbols)}
+    return align_column(labels.fill_null(np.nan), "label_return", place(labels, times, code), (len(times), len(symbols)))
+
+
 def market_matrix(pipeline: Pipeline, bars: pl.DataFrame, bundle: ModelBundle, num_threads: int) -> MarketMatrix:
-    """Build features and predictions and align everything to ``(time, symbol)`` matrices."""
+    """Build features and predictions and align everything to ``(time, symbol)`` matrices.
+
+    Besides the model outputs, ``pred`` holds ``fold`` (the walk-forward fold that predicted each cell) and
+    ``edge``: the expected net return calibrated out of fold (:func:`backend.engine.economics.calibrate_edge`),
+    which the engine prices decisions with (ADR-027).
+    """
     spec = pipeline.spec
     symbols = spec.symbols
     features = build_features(bars, spec.features, spec.universe.clusters)
@@ -264,25 +280,26 @@ def market_matrix(pipeline: Pipeline, bars: pl.DataFrame, bundle: ModelBundle, n
     bars_at, predictions_at = place(features, times, code), place(predictions, times, code)
     has_bar = np.zeros(shape, dtype=bool)
     has_bar[bars_at.t_idx, bars_at.s_idx] = True
+    pred = {name: align_column(predictions, name, predictions_at, shape) for name in (*PREDICTION_OUTPUTS, "fold")}
+    edge = edge_basis(spec, bundle)
+    realised = realised_matrix(spec, bars, times, symbols, edge.label_cost)
+    pred["edge"], _ = calibrate_edge(pred["expected_return"], realised, pred["fold"], times, edge.horizon_ms)
     return MarketMatrix(
         ts_ms=times,
         symbols=symbols,
         open=align_column(features, "open", bars_at, shape),
         close=align_column(features, "close", bars_at, shape),
         has_bar=has_bar,
-        pred={name: align_column(predictions, name, predictions_at, shape) for name in PREDICTION_OUTPUTS},
+        pred=pred,
         feat={name: align_column(features, name, bars_at, shape) for name in pipeline.feature_names},
         volume=align_column(features, "volume", bars_at, shape),
     )
 
 
-def execute(pipeline: Pipeline, bars: pl.DataFrame, bundle: ModelBundle, wall: WallClock) -> Outcome:
-    """Run the spine over ``bars`` with ``bundle``: the one path backtest and replay share."""
+def simulate(pipeline: Pipeline, matrix: MarketMatrix, edge: EdgeBasis, model_version: str) -> tuple[Engine, np.ndarray, np.ndarray, np.ndarray]:
+    """Run a fresh engine over every batch of ``matrix``; return it with the equity, gross exposure and state series."""
     spec = pipeline.spec
-    started = wall.monotonic()
-    matrix = market_matrix(pipeline, bars, bundle, spec.training.num_threads)
-    prepared = wall.monotonic()
-    stamp = Stamp(pipeline.spec_hash, pipeline.profile_version, bundle.version)
+    stamp = Stamp(pipeline.spec_hash, pipeline.profile_version, model_version)
     ordermin = {a.symbol: a.ordermin for a in spec.universe.assets}
     engine = Engine(
         spec.symbols,
@@ -293,13 +310,26 @@ def execute(pipeline: Pipeline, bars: pl.DataFrame, bundle: ModelBundle, wall: W
         spec.execution,
         stamp,
         SimulatedClock(int(matrix.ts_ms[0])),
-        edge_basis(spec, bundle),
+        edge,
     )
     equity = np.empty(len(matrix.ts_ms))
+    exposure = np.empty(len(matrix.ts_ms))
     states = np.empty(matrix.has_bar.shape, dtype=np.int8)
+    portfolio, marks = engine.portfolio, engine.state.marks
     for batch in matrix.batches():
         equity[batch.index] = engine.on_batch(batch)
+        exposure[batch.index] = float(portfolio.qty_f @ marks)
         states[batch.index] = engine.state.state
+    return engine, equity, exposure, states
+
+
+def execute(pipeline: Pipeline, bars: pl.DataFrame, bundle: ModelBundle, wall: WallClock) -> Outcome:
+    """Run the spine over ``bars`` with ``bundle``: the one path backtest and replay share."""
+    spec = pipeline.spec
+    started = wall.monotonic()
+    matrix = market_matrix(pipeline, bars, bundle, spec.training.num_threads)
+    prepared = wall.monotonic()
+    engine, equity, exposure, states = simulate(pipeline, matrix, edge_basis(spec, bundle), bundle.version)
     looped = wall.monotonic()
     decisions = engine.log.frame()
     digest = decision_log_sha256(decisions)
@@ -309,7 +339,7 @@ def execute(pipeline: Pipeline, bars: pl.DataFrame, bundle: ModelBundle, wall: W
         "event_loop": looped - prepared,
         "decision_log": finished - looped,
     }
-    return Outcome(engine, matrix, equity, states, decisions, digest, sha256_hex(states.tobytes()), timings)
+    return Outcome(engine, matrix, equity, exposure, states, decisions, digest, sha256_hex(states.tobytes()), timings)
 
 
 def write_json(path: Path, value: object) -> None:
