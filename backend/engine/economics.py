@@ -125,7 +125,7 @@ def calibrate_edge(
         start = int(ts_ms[rows.any(axis=1)].min())
         use = known & (ts_ms + horizon_ms <= start)[:, None]
         x, y = expected[use], realised[use]
-        if x.size < 2 or not float(x.var()) > 0.0:
+        if x.size < 2 or not float(x.max() - x.min()) > 0.0:
             continue
         slope = min(max(float(np.mean((x - x.mean()) * (y - y.mean()))) / float(x.var()), 0.0), 1.0)
         intercept = float(y.mean()) - slope * float(x.mean())
