@@ -18,6 +18,7 @@ LENIENT_PROMOTION = (
 # Four symbols over ten days of 5-minute bars, two folds, small boosters: a whole backtest in seconds.
 SMALL = (
     "data.days=10",
+    "data.signal_bps=8",  # a planted, learnable edge (ADR-030): the strategy trades, so the order paths run
     "data.symbols=[BTC,ETH,SOL,DOGE]",
     "training.walk_forward.n_folds=2",
     "training.walk_forward.min_train_bars=1440",
