@@ -35,8 +35,13 @@ SMALL = (
 
 
 def small_overrides(*extra: str) -> list[str]:
-    """Return the SMALL overrides followed by ``extra`` (later overrides win)."""
-    return [*SMALL, *extra]
+    """Return the SMALL overrides followed by ``extra`` (later overrides win).
+
+    When ``extra`` selects another data group (``data=lake``, ...), the simulator's planted signal is left out:
+    only simulated data has one.
+    """
+    other_data = any(o.startswith("data=") for o in extra)
+    return [*(o for o in SMALL if not (other_data and o.startswith("data.signal_bps="))), *extra]
 
 
 def small_spec(*extra: str) -> RunSpec:
