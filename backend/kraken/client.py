@@ -123,11 +123,22 @@ class NonceSource:
             return self._last
 
 
+ResponseHook = Callable[[int, str, str], None]  # (HTTP status, url, body text) of every response
+
+
 class _Kraken(ccxt.kraken):  # type: ignore[misc]
     nonce_source: NonceSource
+    response_hook: ResponseHook | None = None
 
     def incrementing_nonce(self) -> int:
         return self.nonce_source.next()
+
+    def on_rest_response(self, code: int, reason: str, url: str, method: str, headers: object, body: str,
+                         request_headers: object, request_body: object) -> str:  # fmt: skip
+        # Called before ccxt parses the body: the raw store keeps it first.
+        if self.response_hook is not None:
+            self.response_hook(int(code), url, body)
+        return body
 
 
 def make_client(
