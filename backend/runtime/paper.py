@@ -23,7 +23,7 @@ from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import polars as pl
@@ -50,7 +50,7 @@ from execution.orders.lifecycle import OrderTrigger
 # Test seam: "EVENT:POINT" (or "EVENT:POINT:SIGNAL", default SIGKILL) makes the runtime signal itself
 # at that point of that event index. Read only by :func:`crash_hook`; unset in normal use.
 CRASH_ENV = "ACTS_PAPER_CRASH_AT"
-CRASH_POINTS = ("before_event", "after_record_new", "after_submit", "after_fills", "before_commit", "after_commit")
+CRASH_POINTS = ("before_event", "after_record_new", "after_send", "after_submit", "after_fills", "before_commit", "after_commit")
 JOURNAL_FILE = "journal.sqlite"
 
 Crash = Callable[[int, str], None]
@@ -154,6 +154,19 @@ class JournaledBroker(SimulatedBroker):
         """Forget queued orders the journal has cancelled (the kill switch)."""
         self.pending = [o for o in self.pending if o.order_id not in order_ids]
 
+    def kill(self, ts: int) -> list[str]:
+        """Cancel every open order (the kill switch took effect); return their ids."""
+        cancelled = apply_kill_switch(self.journal, ts)
+        self.drop(set(cancelled))
+        return cancelled
+
+    def restored_problem(self) -> str | None:
+        """Say why the restored open orders disagree with the journal, or None when they agree."""
+        journal_open = sorted(o["client_order_id"] for o in self.journal.open_orders())
+        if journal_open != sorted(o.order_id for o in self.pending):
+            return f"journal open orders {journal_open}, checkpoint open orders {sorted(o.order_id for o in self.pending)}"
+        return None
+
 
 class RecordingLog(DecisionLog):
     """A decision log that also remembers which rows arrived since the last :meth:`take`."""
@@ -184,10 +197,41 @@ class RecordedFeed:
     matrix: MarketMatrix
     identity: str
 
-    def batches(self, start: int) -> Iterator[BarBatch]:
+    @property
+    def start_ms(self) -> int:
+        """The first event's time (the runtime clock starts there)."""
+        return int(self.matrix.ts_ms[0])
+
+    @property
+    def events(self) -> int | None:
+        """How many events the feed holds."""
+        return len(self.matrix.ts_ms)
+
+    def batches(self, start: int, after_ms: int | None = None) -> Iterator[BarBatch]:
         """Yield the events from index ``start`` on, each without the matrix (evaluated as a live event)."""
         for t in range(start, len(self.matrix.ts_ms)):
             yield self.matrix.batch(t, attached=False)
+
+
+class EventSource(Protocol):
+    """What the runtime plays: a recorded run or a live feed (``backend.runtime.kraken_source``)."""
+
+    pipeline: Pipeline
+    bundle: ModelBundle
+
+    @property
+    def identity(self) -> str: ...
+
+    @property
+    def start_ms(self) -> int: ...
+
+    @property
+    def events(self) -> int | None: ...
+
+    def batches(self, start: int, after_ms: int | None = None) -> Iterator[BarBatch]: ...
+
+
+BrokerFactory = Callable[["EventJournal", SimulatedClock, Crash, Path], "JournaledBroker"]
 
 
 def load_recorded(run_dir: Path, registry: ModelRegistry, allow_run_bundle: bool, num_threads: int = 1) -> RecordedFeed:
@@ -202,14 +246,30 @@ def load_recorded(run_dir: Path, registry: ModelRegistry, allow_run_bundle: bool
     ModelError
         When the run's bundle is not the promoted model and ``allow_run_bundle`` is not given.
     """
-    spec_path, inputs_path = run_dir / "spec.json", run_dir / "inputs.parquet"
-    if not all((run_dir / name).is_file() for name in ("spec.json", "inputs.parquet", "inputs.json")):
-        raise PaperRuntimeError(f"--run-dir {run_dir} is not a recorded run (spec.json, inputs.parquet and inputs.json are needed)")
-    pipeline = compile_pipeline(validate_raw(json.loads(spec_path.read_text(encoding="utf-8"))))
+    pipeline, bundle = load_run_model(run_dir, registry, allow_run_bundle)
+    inputs_path = run_dir / "inputs.parquet"
     bars = pl.read_parquet(inputs_path)
     recorded = json.loads((run_dir / "inputs.json").read_text(encoding="utf-8"))["inputs_sha256"]
     if frame_sha256(bars) != recorded:
         raise PaperRuntimeError(f"{inputs_path} does not match its recorded hash {recorded}; the inputs were altered")
+    matrix = market_matrix(pipeline, bars, bundle, num_threads)
+    identity = json.dumps({"spec_hash": pipeline.spec_hash, "model": bundle.version, "inputs": recorded}, sort_keys=True)
+    return RecordedFeed(run_dir, pipeline, bundle, matrix, identity)
+
+
+def load_run_model(run_dir: Path, registry: ModelRegistry, allow_run_bundle: bool) -> tuple[Pipeline, ModelBundle]:
+    """Return a recorded run's compiled pipeline and model bundle (the promoted one unless ``allow_run_bundle``).
+
+    Raises
+    ------
+    PaperRuntimeError
+        When the folder is not a recorded run.
+    ModelError
+        When the run's bundle is not the promoted model and ``allow_run_bundle`` is not given.
+    """
+    if not all((run_dir / name).is_file() for name in ("spec.json", "inputs.parquet", "inputs.json")):
+        raise PaperRuntimeError(f"--run-dir {run_dir} is not a recorded run (spec.json, inputs.parquet and inputs.json are needed)")
+    pipeline = compile_pipeline(validate_raw(json.loads((run_dir / "spec.json").read_text(encoding="utf-8"))))
     bundle = load_bundle(run_dir / "model")
     if not allow_run_bundle:
         promoted = registry.promoted()
@@ -219,9 +279,7 @@ def load_recorded(run_dir: Path, registry: ModelRegistry, allow_run_bundle: bool
                 f"paper mode runs only on the promoted model: the run's bundle is {bundle.version}, promoted is {have}"
                 " (pass --allow-run-bundle to run the recorded run's own bundle)"
             )
-    matrix = market_matrix(pipeline, bars, bundle, num_threads)
-    identity = json.dumps({"spec_hash": pipeline.spec_hash, "model": bundle.version, "inputs": recorded}, sort_keys=True)
-    return RecordedFeed(run_dir, pipeline, bundle, matrix, identity)
+    return pipeline, bundle
 
 
 @dataclass(frozen=True)
@@ -254,11 +312,13 @@ class PaperRuntime:
 
     def __init__(
         self,
-        feed: RecordedFeed,
+        feed: EventSource,
         state_dir: Path,
         control: ControlStore | None = None,
         profiles: ProfileWatcher | None = None,
         crash: Crash = _no_crash,
+        broker_factory: BrokerFactory | None = None,
+        initial_cash: float | None = None,
     ) -> None:
         self.feed = feed
         self.control = control
@@ -270,17 +330,23 @@ class PaperRuntime:
         pipeline, spec = feed.pipeline, feed.pipeline.spec
         ordermin = {a.symbol: a.ordermin for a in spec.universe.assets}
         stamp = Stamp(pipeline.spec_hash, pipeline.profile_version, feed.bundle.version)
-        clock = SimulatedClock(int(feed.matrix.ts_ms[0]))
-        self.engine = Engine(spec.symbols, spec.universe.clusters, ordermin, pipeline.graph, spec.risk, spec.execution, stamp, clock)
-        self.broker = JournaledBroker(
-            spec.execution.taker_fee_bps, SlippageModel(**spec.execution.slippage.model_dump()), self.journal, clock, crash
-        )
+        clock = SimulatedClock(feed.start_ms)
+        # Shadow and live start from the account's cash (read through the key), not the configured amount.
+        execution = spec.execution if initial_cash is None else spec.execution.model_copy(update={"initial_cash": initial_cash})
+        self.engine = Engine(spec.symbols, spec.universe.clusters, ordermin, pipeline.graph, spec.risk, execution, stamp, clock)
+        if broker_factory is None:
+            self.broker = JournaledBroker(
+                spec.execution.taker_fee_bps, SlippageModel(**spec.execution.slippage.model_dump()), self.journal, clock, crash
+            )
+        else:
+            self.broker = broker_factory(self.journal, clock, crash, state_dir)
         self.engine.broker = self.broker
         self.log = RecordingLog()
         self.engine.log = self.log
         self.active: tuple[str, bool] | None = (pipeline.profile_version, False)
         self.killed = False
         self.next_index = 0
+        self.last_ts: int | None = None
         try:
             self._open(state_dir)
         except BaseException:
@@ -336,13 +402,11 @@ class PaperRuntime:
         self.broker.pending = [MarketOrder(o[0], o[1], o[2], Decimal(o[3]), o[4]) for o in saved["pending"]]
         for (line,) in self.conn.execute("SELECT row FROM paper_decisions ORDER BY seq"):
             DecisionLog.append(self.log, json.loads(line))
-        journal_open = sorted(o["client_order_id"] for o in self.journal.open_orders())
-        if journal_open != sorted(o.order_id for o in self.broker.pending) or not portfolio.reconciles():
-            raise PaperRuntimeError(
-                f"state folder does not reconcile: journal open orders {journal_open}, checkpoint open orders "
-                f"{sorted(o.order_id for o in self.broker.pending)}, ledger reconciles {portfolio.reconciles()}"
-            )
+        problem = self.broker.restored_problem()
+        if problem is not None or not portfolio.reconciles():
+            raise PaperRuntimeError(f"state folder does not reconcile: {problem}, ledger reconciles {portfolio.reconciles()}")
         self.engine.clock.advance_to(ts)
+        self.last_ts = ts
         self.active = None  # re-activate the profile in force at the next event
         self.killed = saved["killed"]
         self.next_index = next_index
@@ -384,8 +448,7 @@ class PaperRuntime:
         if killed:
             # Every order open when the switch takes effect is cancelled. Orders the gates admit while it
             # is on reduce risk (exits, scale-outs) and are sent and filled, so they are not cancelled later.
-            cancelled = apply_kill_switch(self.journal, ts)
-            self.broker.drop(set(cancelled))
+            cancelled = self.broker.kill(ts)
             self._action(ts, "cancel", {"orders": cancelled})
 
     def step(self, batch: BarBatch) -> float:
@@ -418,6 +481,7 @@ class PaperRuntime:
             self.crash(index, "before_commit")
         self.crash(index, "after_commit")
         self.next_index = index + 1
+        self.last_ts = batch.ts_ms
         return equity
 
     def run(self, speed: float = 0.0, max_events: int | None = None, sleep: Sleeper = time.sleep) -> PaperResult:
@@ -427,7 +491,7 @@ class PaperRuntime:
         if max_events is not None and max_events < 1:
             raise PaperRuntimeError(f"--max-events must be >= 1, was {max_events}")
         processed, previous = 0, None
-        for batch in self.feed.batches(self.next_index):
+        for batch in self.feed.batches(self.next_index, self.last_ts):
             if max_events is not None and processed >= max_events:
                 break
             if speed > 0 and previous is not None:
@@ -453,7 +517,7 @@ class PaperRuntime:
         return PaperResult(
             processed=processed,
             next_index=self.next_index,
-            events=len(self.feed.matrix.ts_ms),
+            events=self.feed.events if self.feed.events is not None else self.next_index,
             decisions=len(decisions),
             decision_log_sha256=decision_log_sha256(decisions),
             orders=self.engine.state.orders,

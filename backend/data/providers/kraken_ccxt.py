@@ -50,7 +50,7 @@ class CcxtKrakenFetcher:
         Retry bound and first back-off (doubled each retry).
     """
 
-    provider = "kraken"
+    provider = "kraken_public"  # the raw manifest name the backfill uses
 
     def __init__(self, client: ccxt.kraken, raw: RawStore, clock: Clock, sleep: Callable[[float], None] = time.sleep,
                  max_attempts: int = 4, backoff_seconds: float = 0.5) -> None:  # fmt: skip
