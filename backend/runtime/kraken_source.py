@@ -112,6 +112,8 @@ class KrakenFeedSource:
             idle = 0 if poll.ready_ts else idle + 1
             if self.idle_polls is not None and idle >= self.idle_polls:
                 return
+            if not poll.ready_ts:
+                continue
             for ts, part in poll.bars.group_by("ts", maintain_order=True):
                 started = time.perf_counter()
                 rows = features.update(part)

@@ -160,6 +160,9 @@ class JournaledBroker(SimulatedBroker):
         self.drop(set(cancelled))
         return cancelled
 
+    def close(self) -> None:
+        """Nothing of its own to close: the journal belongs to the runtime."""
+
     def restored_problem(self) -> str | None:
         """Say why the restored open orders disagree with the journal, or None when they agree."""
         journal_open = sorted(o["client_order_id"] for o in self.journal.open_orders())
@@ -528,5 +531,6 @@ class PaperRuntime:
         )
 
     def close(self) -> None:
-        """Close the state folder's database."""
+        """Close the state folder's databases (the broker's own journal too)."""
+        self.broker.close()
         self.journal.close()

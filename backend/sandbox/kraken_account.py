@@ -17,6 +17,7 @@ import base64
 import hashlib
 import hmac
 import json
+import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
@@ -51,6 +52,8 @@ TAKER_FEE = Decimal("0.004")  # the entry tier of TAKER_FEES (0.40 %)
 COSTMIN = Decimal("0.5")
 _PAGE = 50
 _ALNUM = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567"
+# A long UUID, a 32-hex short UUID, or free text of at most 18 printable ASCII characters (section 4.7).
+_CL_ORD_ID = re.compile(r"^([0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}|[0-9a-fA-F]{32}|[!-~]{1,18})$")
 
 
 def sign(secret: str, path: str, nonce: str, body: bytes) -> str:
@@ -325,7 +328,7 @@ class KrakenAccount:
             raise PrivateError("EOrder:Cost minimum not met")
         cl_ord_id = params.get("cl_ord_id") or None
         userref = int(params["userref"]) if params.get("userref", "").lstrip("-").isdigit() else None
-        if cl_ord_id is not None and userref is not None:
+        if cl_ord_id is not None and (userref is not None or not _CL_ORD_ID.match(cl_ord_id)):
             raise PrivateError("EGeneral:Invalid arguments:cl_ord_id")
         if cl_ord_id is not None and any(o.cl_ord_id == cl_ord_id and o.status == "open" for o in self.orders.values()):
             raise PrivateError("EOrder:Duplicate order")

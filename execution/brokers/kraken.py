@@ -142,16 +142,26 @@ class KrakenBroker(SimulatedBroker):
     def _send(self, order: MarketOrder, ts: int) -> None:
         market = self.markets[order.symbol]
         client_id = kraken_client_id(order.order_id)
+        must_look = False  # after a 5xx or a timeout the order may exist: look it up before any resend
         for attempt in range(1, self.max_attempts + 1):
+            if attempt > 1:
+                self.sleep(self.backoff_seconds * 2 ** (attempt - 2))
+            if must_look:
+                try:
+                    if self._adopt(order, ts):
+                        return
+                except KrakenCallError as error:
+                    self._evidence(order.order_id, "LOOKUP_FAILED", error, attempt=attempt)
+                    continue
+                must_look = False
             try:
                 placed = call("AddOrder", lambda: self.client.create_order(
                     market, "market", order.side, float(order.qty), None, {"clientOrderId": client_id}))  # fmt: skip
             except KrakenCallError as error:
                 self._evidence(order.order_id, "SEND_FAILED", error, attempt=attempt)
-                if error.error_class in RECONCILE and self._adopt(order, ts):
-                    return
-                if error.error_class in RETRY | RECONCILE and attempt < self.max_attempts:
-                    self.sleep(self.backoff_seconds * 2 ** (attempt - 1))
+                # A transport failure (5xx page, timeout) may hide a placed order; a Kraken error string means it was not placed.
+                must_look = error.error_class in RECONCILE and not error.kraken_error.startswith("E")
+                if error.error_class in RETRY | RECONCILE:
                     continue
                 self.journal.apply(order.order_id, OrderTrigger.REJECT, ts, f"REJECTED {error.error_class.value}: {error.kraken_error}")
                 return
@@ -161,6 +171,11 @@ class KrakenBroker(SimulatedBroker):
             self._evidence(order.order_id, "SENT", txid=placed["id"], attempt=attempt)  # type: ignore[index]
             self.pending.append(order)
             return
+        # Out of attempts: an order that may exist stays NEW in the journal (looked up again on restart).
+        if must_look:
+            self._evidence(order.order_id, "UNRESOLVED")
+            return
+        self.journal.apply(order.order_id, OrderTrigger.REJECT, ts, "REJECTED gave up after retries")
 
     def on_bar(self, ts_ms: int, open_prices: Any, has_bar: Any, portfolio: Portfolio, volumes: Any) -> list[Fill]:
         """Read the fills of the orders sent so far and apply each once; open orders keep waiting."""
@@ -188,6 +203,14 @@ class KrakenBroker(SimulatedBroker):
         self.pending = waiting
         return fills
 
+    def close(self) -> None:
+        """Close the broker's journal."""
+        self.journal.close()
+
+    def drop(self, order_ids: set[str]) -> None:
+        """Forget orders that are cancelled."""
+        self.pending = [o for o in self.pending if o.order_id not in order_ids]
+
     def kill(self, ts: int) -> list[str]:
         """Cancel every open order on Kraken (the kill switch); return the ids of the journal's cancelled ones."""
         cancelled = []
@@ -196,7 +219,11 @@ class KrakenBroker(SimulatedBroker):
         except KrakenCallError as error:
             self._evidence("*", "CANCEL_ALL_FAILED", error)
         for order in list(self.pending):
-            found = self._find(order)
+            try:
+                found = self._find(order)
+            except KrakenCallError as error:
+                self._evidence(order.order_id, "CANCEL_READ_FAILED", error)
+                continue
             if found is not None and found["info"].get("status") == "canceled":
                 self.journal.apply(order.order_id, OrderTrigger.CANCEL, ts, "KILL_SWITCH")
                 cancelled.append(order.order_id)

@@ -162,6 +162,7 @@ def test_raw_private_calls_cover_krakens_refusals(emulator: KrakenEmulator) -> N
         ({"volume": "-1"}, "EGeneral:Invalid arguments:volume"),
         ({"ordertype": "limit"}, "EGeneral:Invalid arguments:price"),
         ({"cl_ord_id": "a", "userref": "7"}, "EGeneral:Invalid arguments:cl_ord_id"),
+        ({"cl_ord_id": "far-too-long-for-free-text"}, "EGeneral:Invalid arguments:cl_ord_id"),
     ]
     for n, (change, error) in enumerate(refusals):
         assert post(emulator, "AddOrder", {"nonce": str(200 + n), **add, **change}, k, s)["error"] == [error], change
