@@ -108,7 +108,7 @@ def connected_client(settings: KrakenSettings, mode: KeyMode, gate: LiveGate, ke
         When no key is connected or it no longer passes the policy (permissions can be widened later).
     """
     connected = gate.connected()
-    credentials = keychain.load()
+    credentials = keychain.load() if connected is not None else None
     if connected is None or credentials is None or fingerprint(credentials.api_key) != connected.key_fingerprint:
         raise LiveRefused(f"{mode.value} mode needs an onboarded Kraken key: run `acts kraken connect --mode {mode.value}`")
     endpoint = KrakenEndpoint(settings.base_url, settings.timeout_ms, settings.rate_limit)

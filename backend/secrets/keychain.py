@@ -24,6 +24,8 @@ from backend.kraken.client import Credentials
 SERVICE = "acts.kraken"
 ENTRY = "api-credentials"
 _REFUSED_MODULES = ("keyrings.alt", "keyring.backends.fail", "keyring.backends.null")
+# The Secret Service backend raises RuntimeError when its D-Bus session has gone away.
+_STORE_ERRORS = (keyring.errors.KeyringError, RuntimeError)
 
 
 class SecretStoreError(ActsError):
@@ -79,14 +81,14 @@ class Keychain:
         text = json.dumps({"api_key": credentials.api_key, "secret": credentials.secret})
         try:
             self.backend.set_password(self.service, ENTRY, text)
-        except keyring.errors.KeyringError as error:
+        except _STORE_ERRORS as error:
             raise SecretStoreError(f"the credential store refused to save the Kraken key: {type(error).__name__}") from None
 
     def load(self) -> Credentials | None:
         """Return the stored credentials, or None when none are stored."""
         try:
             text = self.backend.get_password(self.service, ENTRY)
-        except keyring.errors.KeyringError as error:
+        except _STORE_ERRORS as error:
             raise SecretStoreError(f"the credential store refused to read the Kraken key: {type(error).__name__}") from None
         if text is None:
             return None

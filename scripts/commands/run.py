@@ -59,6 +59,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     run.add_argument("--profile-store", type=Path, default=None, help="profile database to pick up activations from")
     run.add_argument("--base-url", default=None, help="kraken: Kraken's base URL (default from conf/kraken)")
     run.add_argument("--max-polls", type=int, default=None, help="kraken: stop after this many polls")
+    run.add_argument("--poll-seconds", type=float, default=None, help="kraken: seconds between polls (default from conf/kraken)")
     run.add_argument("--idle-polls", type=int, default=None, help="kraken: stop after this many polls in a row without a bar")
     run.add_argument("--author", default=None, help="shadow and live: who runs the session (logged)")
     run.set_defaults(handler=cmd_run)
@@ -122,7 +123,7 @@ def cmd_run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
                 feed = load_recorded(args.run_dir, registry, args.allow_run_bundle)
                 factory, cash = None, None
             else:
-                settings = load_settings(base_url=args.base_url)
+                settings = load_settings(base_url=args.base_url, poll_seconds=args.poll_seconds)
                 if args.mode == "live":
                     require_live(gate, settings)
                 pipeline, bundle = load_run_model(args.run_dir, registry, args.allow_run_bundle)
