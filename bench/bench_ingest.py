@@ -30,7 +30,7 @@ from backend.data.raw import RawStore
 from backend.data.settings import HistDataSettings
 from backend.data.simulator import simulate_ohlcv
 from backend.data.state import IngestState
-from backend.engine.clock import WallClock
+from backend.clock import WallClock
 from backend.sandbox.coinapi import CoinApiEmulator, iso7
 from backend.sandbox.faults import FaultSpec
 

@@ -23,7 +23,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from backend.audit.replay import replay  # noqa: E402
-from backend.engine.clock import WallClock  # noqa: E402
+from backend.clock import WallClock  # noqa: E402
 
 
 class RecordingClock(WallClock):

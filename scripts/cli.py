@@ -16,7 +16,7 @@ from backend.config.canonical import canonical_json
 from backend.config.compose import compose_with_hydra, load_spec_file, validate_raw
 from backend.config.diff import diff_configs, format_changes
 from backend.engine.backtest import run_backtest
-from backend.engine.clock import WallClock
+from backend.clock import WallClock
 from backend.engine.pipeline import compile_pipeline
 from backend.errors import ActsError
 from backend.home import Home, acts_home

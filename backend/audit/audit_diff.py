@@ -41,7 +41,7 @@ from backend.audit.replay import apply_overrides, first_divergence, replay
 from backend.config.canonical import canonical_json
 from backend.config.compose import validate_raw
 from backend.config.diff import ConfigChange, diff_configs
-from backend.engine.clock import Clock, WallClock
+from backend.clock import Clock, WallClock
 from backend.engine.pipeline import compile_pipeline
 from backend.engine.runner import Outcome, execute
 from backend.errors import AuditError

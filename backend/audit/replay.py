@@ -22,7 +22,7 @@ from backend.audit.decisions import canonical_lines, decision_log_sha256
 from backend.config.canonical import content_hash
 from backend.config.compose import validate_raw
 from backend.config.diff import ConfigChange, diff_configs
-from backend.engine.clock import WallClock
+from backend.clock import WallClock
 from backend.engine.pipeline import compile_pipeline
 from backend.engine.runner import execute, frame_sha256
 from backend.errors import ReplayError

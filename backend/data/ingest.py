@@ -28,7 +28,7 @@ from backend.data.normalize import BadPayload, batch_id_for
 from backend.data.providers.base import OhlcvPage, OhlcvProvider
 from backend.data.reconcile import assess_bars, series_ts
 from backend.data.state import Cursor, Evidence, EvidenceKind, IngestState, Resolution
-from backend.engine.clock import Clock
+from backend.clock import Clock
 from backend.errors import PayloadError, ProviderError
 
 Progress = Callable[[str], None]

@@ -9,7 +9,7 @@ import polars as pl
 
 from backend.audit.decisions import write_decisions
 from backend.audit.report import Marker, render_report, write_report
-from backend.engine.clock import WallClock
+from backend.clock import WallClock
 from backend.engine.pipeline import Pipeline
 from backend.engine.runner import Outcome, Progress, execute, frame_sha256, load_bars, train_bundle, write_json
 from backend.errors import ConfigError

@@ -23,7 +23,7 @@ from backend.data import lake
 from backend.data.shared_loader import default_shared_dir, import_shared
 from backend.data.simulator import simulate_ohlcv
 from backend.data.training_feed import prepare_lake_source
-from backend.engine.clock import SimulatedClock, WallClock
+from backend.clock import SimulatedClock, WallClock
 from backend.engine.core import Engine, Stamp
 from backend.engine.events import MarketMatrix
 from backend.engine.pipeline import PREDICTION_OUTPUTS, Pipeline

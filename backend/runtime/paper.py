@@ -32,7 +32,7 @@ from backend.audit.decisions import DecisionLog, decision_log_sha256
 from backend.config.compose import validate_raw
 from backend.control.kill_switch import apply_kill_switch, effective_profile
 from backend.control.store import ControlStore
-from backend.engine.clock import SimulatedClock
+from backend.clock import SimulatedClock
 from backend.engine.core import Engine, Stamp
 from backend.engine.events import BarBatch, MarketMatrix
 from backend.engine.pipeline import Pipeline, compile_pipeline

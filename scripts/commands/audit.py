@@ -25,7 +25,7 @@ from backend.audit.audit_diff import (
 )
 from backend.audit.report import write_report
 from backend.control.store import default_db_path
-from backend.engine.clock import WallClock
+from backend.clock import WallClock
 from backend.errors import AuditError
 
 

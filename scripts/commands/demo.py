@@ -9,7 +9,7 @@ from typing import TextIO
 from backend.audit.replay import replay
 from backend.config.compose import compose_with_hydra, validate_raw
 from backend.engine.backtest import run_backtest
-from backend.engine.clock import WallClock
+from backend.clock import WallClock
 from backend.engine.pipeline import compile_pipeline
 from backend.home import Home, acts_home
 from scripts.cli import print_summary, progress_printer

@@ -7,7 +7,7 @@ import time
 from typing import TextIO
 
 from backend.config.compose import compose_with_hydra, validate_raw
-from backend.engine.clock import WallClock
+from backend.clock import WallClock
 from backend.engine.pipeline import compile_pipeline
 from backend.home import Home, acts_home
 from backend.models.candidate import train_candidate

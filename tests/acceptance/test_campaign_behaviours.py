@@ -18,7 +18,7 @@ import pytest
 
 from backend.config.compose import compose_spec
 from backend.config.schema import RunSpec
-from backend.engine.clock import SimulatedClock
+from backend.clock import SimulatedClock
 from backend.engine.core import Engine, Stamp
 from backend.engine.events import MarketMatrix
 from backend.engine.pipeline import compile_pipeline

@@ -19,7 +19,7 @@ from stubs import small_overrides, small_spec
 
 from backend.audit.decisions import canonical_lines, read_decisions
 from backend.config.compose import load_spec_file
-from backend.engine.clock import WallClock
+from backend.clock import WallClock
 from backend.engine.pipeline import compile_pipeline
 from backend.engine.runner import execute, train_bundle
 from backend.models.bundle import load_bundle, save_bundle

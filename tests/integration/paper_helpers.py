@@ -7,7 +7,7 @@ from pathlib import Path
 from stubs import small_spec
 
 from backend.engine.backtest import run_backtest
-from backend.engine.clock import WallClock
+from backend.clock import WallClock
 from backend.engine.pipeline import compile_pipeline
 from backend.home import Home
 

@@ -32,7 +32,7 @@ from backend.audit.audit_diff import (
 )
 from backend.audit.decisions import read_decisions
 from backend.engine.backtest import run_backtest
-from backend.engine.clock import SimulatedClock, WallClock
+from backend.clock import SimulatedClock, WallClock
 from backend.engine.pipeline import compile_pipeline
 from backend.errors import AuditError, ConfigError, ReplayError
 from backend.home import Home

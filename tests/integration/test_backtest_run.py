@@ -14,7 +14,7 @@ from stubs import small_spec
 from backend.audit.decisions import decision_log_sha256, read_decisions
 from backend.config.canonical import canonical_json
 from backend.engine.backtest import prepare_run_dir, run_backtest
-from backend.engine.clock import WallClock
+from backend.clock import WallClock
 from backend.engine.pipeline import Pipeline, compile_pipeline
 from backend.engine.runner import frame_sha256
 from backend.errors import ConfigError

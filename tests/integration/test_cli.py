@@ -20,7 +20,7 @@ from backend.config.compose import compose_spec, validate_raw
 from backend.config.diff import diff_configs
 from backend.data import shared_loader
 from backend.engine import runner
-from backend.engine.clock import WallClock
+from backend.clock import WallClock
 from backend.engine.pipeline import compile_pipeline
 from backend.models.bundle import load_bundle
 from scripts.cli import SUMMARY_KEYS, main, run

@@ -14,7 +14,7 @@ from backend.audit.decisions import read_decisions
 from backend.audit.replay import REPLAYABLE_GROUPS, apply_overrides, first_divergence, replay
 from backend.config.diff import ConfigChange
 from backend.engine.backtest import run_backtest
-from backend.engine.clock import WallClock
+from backend.clock import WallClock
 from backend.engine.pipeline import compile_pipeline
 from backend.errors import ConfigError, ReplayError
 from backend.home import Home

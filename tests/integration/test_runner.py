@@ -15,7 +15,7 @@ from backend.audit.decisions import decision_log_sha256
 from backend.config.canonical import canonical_json, content_hash, sha256_hex
 from backend.data import lake
 from backend.data.simulator import simulate_ohlcv
-from backend.engine.clock import WallClock
+from backend.clock import WallClock
 from backend.engine.pipeline import Pipeline, compile_pipeline
 from backend.engine.runner import (
     BAR_COLUMNS,

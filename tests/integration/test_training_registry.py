@@ -14,7 +14,7 @@ from backend.audit.replay import replay
 from backend.config.canonical import content_hash
 from backend.config.schema import FeatureSetSpec, Mode
 from backend.data import lake
-from backend.engine.clock import WallClock
+from backend.clock import WallClock
 from backend.engine.pipeline import Pipeline, compile_pipeline
 from backend.engine.runner import execute, load_bars, simulated_source, train_bundle, training_dataset
 from backend.errors import ModelError, TrainingTaskError

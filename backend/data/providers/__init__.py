@@ -10,7 +10,7 @@ from backend.data.providers.coinapi import CoinApiProvider
 from backend.data.providers.kraken_public import KrakenOhlcProvider, KrakenTradesProvider, is_throttled
 from backend.data.raw import RawStore
 from backend.data.settings import HistDataSettings, Provider, training_data_policy
-from backend.engine.clock import Clock
+from backend.clock import Clock
 from backend.errors import ConfigError
 
 

@@ -18,7 +18,7 @@ import polars as pl
 
 from backend.config.schema import AssetSpec
 from backend.data.raw import RawRecord, RawStore
-from backend.engine.clock import Clock
+from backend.clock import Clock
 from backend.errors import ProviderError
 
 Sleep = Callable[[float], None]
