@@ -21,9 +21,9 @@ from pathlib import Path
 from typing import Any
 
 from backend.clock import Clock
-from backend.sqlite import SqliteStore, transaction
 from backend.errors import ControlError
 from backend.home import acts_home
+from backend.sqlite import SqliteStore, transaction
 
 DB_FILENAME = "acts.db"
 AUTHOR_MAX_CHARS = 64
