@@ -181,7 +181,8 @@ def test_every_package_is_in_exactly_one_layer() -> None:
     declared = [unit for _, units in LAYERS for unit in units]
     assert len(declared) == len(set(declared))
     on_disk = {unit_of(module_name(ROOT, p)) for top in TOP_PACKAGES for p in (ROOT / top).rglob("*.py")} - {"backend"}
-    assert on_disk == set(declared)
+    assert sorted(on_disk - set(declared)) == [], "packages in no layer: place them in LAYERS"
+    assert sorted(set(declared) - on_disk) == [], "layers name packages that do not exist"
 
 
 # ---------------------------------------------------------------------------------------------- the checker
