@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from backend.engine.clock import Clock
+from backend.clock import Clock
 from backend.errors import ControlError
 from backend.sqlite import SqliteStore, transaction
 

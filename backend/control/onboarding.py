@@ -20,7 +20,7 @@ from typing import Any
 import ccxt
 
 from backend.control.live import LiveEvent, LiveGate
-from backend.engine.clock import Clock
+from backend.clock import Clock
 from backend.errors import ControlError
 from backend.kraken.client import (
     Credentials,

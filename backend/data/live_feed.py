@@ -21,7 +21,7 @@ import polars as pl
 from backend.config.schema import AssetSpec
 from backend.data import lake
 from backend.data.ingest import IngestOptions, Ingestor, SeriesReport
-from backend.data.lake import TIMEFRAME_MS
+from backend.config.schema import TIMEFRAME_MS
 from backend.data.state import IngestState
 
 

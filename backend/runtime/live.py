@@ -27,7 +27,7 @@ from backend.data.providers.kraken_ccxt import CcxtKrakenFetcher
 from backend.data.providers.kraken_public import KrakenOhlcProvider
 from backend.data.raw import RawStore
 from backend.data.state import IngestState
-from backend.engine.clock import Clock, SimulatedClock
+from backend.clock import Clock, SimulatedClock
 from backend.engine.pipeline import Pipeline
 from backend.errors import ActsError
 from backend.kraken.client import NonceSource, call, make_client

@@ -28,7 +28,7 @@ from typing import Any
 
 import ccxt
 
-from backend.engine.clock import Clock
+from backend.clock import Clock
 from backend.kraken.client import KrakenCallError, KrakenErrorClass, call
 from execution.accounting.portfolio import CENT, Fill, Portfolio
 from execution.brokers.simulated import MarketOrder, SimulatedBroker, SlippageModel

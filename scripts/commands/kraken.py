@@ -16,7 +16,7 @@ from typing import TextIO
 from backend.control.live import LiveGate
 from backend.control.onboarding import KrakenEndpoint, OnboardingError, connect, connection_status, disconnect, read_credentials, recheck
 from backend.control.store import default_db_path
-from backend.engine.clock import WallClock
+from backend.clock import WallClock
 from backend.kraken.permissions import KeyMode, describe
 from backend.kraken.settings import KrakenSettings, load_settings
 from backend.secrets.keychain import Keychain

@@ -13,7 +13,7 @@ from typing import TextIO
 
 from backend.control.live import LiveGate
 from backend.control.store import default_db_path
-from backend.engine.clock import WallClock
+from backend.clock import WallClock
 from backend.kraken.settings import load_settings
 
 

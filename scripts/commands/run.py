@@ -21,9 +21,9 @@ from pathlib import Path
 from typing import TextIO
 
 from backend.audit.decisions import write_decisions
+from backend.clock import WallClock
 from backend.control.live import LiveGate
 from backend.control.store import ControlStore, default_db_path
-from backend.engine.clock import WallClock
 from backend.engine.events import BarBatch
 from backend.errors import ActsError
 from backend.home import Home, acts_home

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import polars as pl
 
-from backend.data.lake import TIMEFRAME_MS
+from backend.config.schema import TIMEFRAME_MS
 from backend.engine.pipeline import Pipeline
 from backend.kraken.settings import KrakenSettings
 from backend.models.bundle import ModelBundle

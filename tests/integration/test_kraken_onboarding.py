@@ -31,7 +31,7 @@ from backend.control.onboarding import (
     recheck,
 )
 from backend.data.simulator import simulate_ohlcv
-from backend.engine.clock import WallClock
+from backend.clock import WallClock
 from backend.kraken.client import Credentials
 from backend.kraken.permissions import KeyMode, ProblemKind
 from backend.sandbox.faults import FaultSpec, PrivateFault

@@ -14,7 +14,7 @@ from paper_helpers import record_run
 
 from backend.control.live import LiveEvent, LiveGate
 from backend.control.onboarding import KrakenEndpoint, connect
-from backend.engine.clock import WallClock
+from backend.clock import WallClock
 from backend.kraken.client import Credentials
 from backend.kraken.permissions import KeyMode
 from backend.sandbox.kraken import KrakenEmulator

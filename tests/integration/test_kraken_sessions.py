@@ -17,7 +17,7 @@ from backend.control.live import LiveEvent, LiveGate
 from backend.control.store import ControlStore
 from backend.data.raw import RawStore
 from backend.data.state import EvidenceKind, IngestState
-from backend.engine.clock import WallClock
+from backend.clock import WallClock
 from backend.kraken.client import Credentials, NonceSource, make_client
 from backend.runtime.live import DECISION_KEY, LiveRefused, divergence, kraken_feed, live_broker, require_live, shadow_broker
 from backend.runtime.paper import PaperRuntime

@@ -18,7 +18,7 @@ import ccxt
 
 from backend.data.providers.base import Fetched, RateLimiter
 from backend.data.raw import RawRecord, RawStore
-from backend.engine.clock import Clock
+from backend.clock import Clock
 from backend.errors import ProviderError
 from backend.kraken.client import KrakenErrorClass, classify, kraken_error_of
 
