@@ -18,7 +18,6 @@ from pathlib import Path
 import ccxt
 import polars as pl
 
-from backend.audit.decisions import DecisionLog
 from backend.control.live import LiveEvent, LiveGate
 from backend.control.onboarding import KrakenEndpoint, OnboardingError, client_for, fingerprint, probe_permissions
 from backend.data.ingest import Ingestor
@@ -166,7 +165,3 @@ def divergence(shadow: pl.DataFrame, paper: pl.DataFrame) -> dict[str, object]:
             "only_paper": only_paper.height, "first_divergence_ts": first,
             "examples": json.loads(only_shadow.head(5).write_json()) + json.loads(only_paper.head(5).write_json())}  # fmt: skip
 
-
-def decisions_frame(rows: DecisionLog) -> pl.DataFrame:
-    """Return a decision log's frame (empty when it holds nothing)."""
-    return rows.frame()
