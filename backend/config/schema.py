@@ -247,6 +247,18 @@ class RaySpec(Spec):
         return self
 
 
+class SweepSpec(Spec):
+    """``acts sweep`` (conf/sweep.yaml, ``sweep.<key>=...``): where the variants run and where the comparison goes.
+
+    ``ray.enabled=false`` runs the variants one after another in this process; ``ray.address`` sends
+    them to an existing cluster, as ``training.ray.address`` does for training tasks.
+    """
+
+    ray: RaySpec = RaySpec(enabled=True)
+    out: Annotated[str, Field(min_length=1, max_length=400)]
+    max_variants: Annotated[int, Field(ge=1, le=1024)] = 256
+
+
 class FailureInjectionSpec(Spec):
     """Test hook: training the named symbol (or ``global``) in the named fold raises, on every attempt."""
 

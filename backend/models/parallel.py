@@ -91,6 +91,11 @@ def library_versions() -> dict[str, str]:
     }
 
 
+def node_versions() -> dict[str, str]:
+    """:func:`library_versions` as a node sees them: the task :func:`check_cluster` sends to every node."""
+    return library_versions()
+
+
 def probe_address(address: str, timeout_s: float = 5.0) -> None:
     """Refuse quickly when nothing listens at ``address`` (Ray itself retries for minutes).
 
@@ -132,7 +137,7 @@ def check_cluster(address: str) -> None:
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     nodes = sorted(n["NodeID"] for n in ray.nodes() if n["Alive"] and n["Resources"].get("CPU", 0) >= 1)
-    remote = ray.remote(library_versions)
+    remote = ray.remote(node_versions)
     refs = [
         remote.options(num_cpus=1, scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=False)).remote()
         for node in nodes

@@ -19,6 +19,7 @@ from backend.models.parallel import (
     compare_versions,
     in_flight,
     library_versions,
+    node_versions,
     probe_address,
     ray_init_arguments,
     ray_temp_dir,
@@ -133,6 +134,7 @@ def test_library_versions_name_what_decides_model_bytes() -> None:
     import polars
 
     versions = library_versions()
+    assert node_versions() == versions
 
     assert versions == {"python": "3.11." + versions["python"].split(".")[2], "lightgbm": lightgbm.__version__, "numpy": numpy.__version__, "polars": polars.__version__}
 
