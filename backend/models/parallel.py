@@ -23,6 +23,9 @@ from backend.errors import ClusterError, ModelError, TrainingTaskError
 RETRYABLE = (ModelError, LightGBMError)
 # Unix sockets under Ray's temp dir must fit in 107 bytes; longer homes fall back to the system temp dir.
 _MAX_TEMP_DIR = 60
+# The packages a cluster's workers import from the driver (scripts/ is the shell: workers never run it).
+_ROOT = Path(__file__).resolve().parents[2]
+_SHIPPED = ("backend", "execution")
 
 
 class Task(Protocol):
@@ -45,12 +48,8 @@ def ray_temp_dir(home_root: Path) -> Path:
 
 def stage_code(into: Path) -> Path:
     """Copy this process's own ``backend`` and ``execution`` packages (no bytecode) into ``into``; return it."""
-    import backend
-    import execution
-
-    for package in (backend, execution):
-        source = Path(package.__file__).parent  # type: ignore[arg-type]
-        shutil.copytree(source, into / source.name, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    for name in _SHIPPED:
+        shutil.copytree(_ROOT / name, into / name, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
     return into
 
 

@@ -15,6 +15,7 @@ and ``comparison.parquet`` hold one row per variant.
 
 from __future__ import annotations
 
+import itertools
 import math
 import re
 from collections.abc import Sequence
@@ -25,7 +26,6 @@ from typing import Any
 import numpy as np
 import polars as pl
 from hydra import compose, initialize_config_dir
-from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException
 from omegaconf import OmegaConf
@@ -109,21 +109,35 @@ def sweep_settings(overrides: Sequence[str], conf_dir: Path = CONF_DIR) -> Sweep
 def expand_variants(overrides: Sequence[str], limit: int) -> list[Variant]:
     """Return the variants of ``overrides`` (Hydra sweep syntax), in Hydra's ``-m`` order.
 
+    As Hydra's basic sweeper does, a key given twice keeps its first place and its last value, and
+    the variants are the cartesian product of every key's values in key order.
+
     Raises
     ------
     ConfigError
-        When an override does not parse, or when there are more than ``limit`` variants.
+        When an override does not parse, sweeps an interval, or when there are more than ``limit`` variants.
     """
     try:
         parsed = OverridesParser.create().parse_overrides(list(overrides))
     except HydraException as error:
         raise ConfigError(f"cannot parse the sweep overrides {list(overrides)}: {error}") from error
-    swept = [i for i, override in enumerate(parsed) if override.is_sweep_override()]
-    count = math.prod(len(list(parsed[i].sweep_string_iterator())) for i in swept)
+    values: dict[str, list[str]] = {}
+    swept: set[str] = set()
+    for override in parsed:
+        key = override.get_key_element()
+        if override.is_sweep_override() and not override.is_discrete_sweep():
+            raise ConfigError(f"'{key}' sweeps an interval, which has no list of values: use a,b,c, choice() or range()")
+        if override.is_sweep_override():
+            values[key] = [f"{key}={value}" for value in override.sweep_string_iterator()]
+            swept.add(key)
+        else:
+            values[key] = [f"{key}={override.get_value_element_as_str()}"]
+            swept.discard(key)
+    count = math.prod(len(v) for v in values.values())
     if count > limit:
         raise ConfigError(f"'sweep.max_variants' must be >= the number of variants; the overrides expand to {count}, the bound is {limit}")
-    (combinations,) = BasicSweeper.split_arguments(parsed, None)
-    return [Variant(n, tuple(c), tuple(c[i] for i in swept)) for n, c in enumerate(combinations)]
+    places = [i for i, key in enumerate(values) if key in swept]
+    return [Variant(n, combo, tuple(combo[i] for i in places)) for n, combo in enumerate(itertools.product(*values.values()))]
 
 
 def market_key(pipeline: Pipeline, model_inputs: str) -> str:

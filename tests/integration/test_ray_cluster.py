@@ -19,7 +19,7 @@ from stubs import small_spec
 
 from backend.config.schema import RaySpec
 from backend.engine.pipeline import compile_pipeline
-from backend.engine.runner import load_bars, train_bundle
+from backend.runs.runner import load_bars, train_bundle
 from backend.errors import ClusterError
 from backend.home import Home
 from backend.models import parallel

@@ -11,7 +11,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 import ray
-from stubs import small_overrides
+from stubs import LENIENT_PROMOTION, small_overrides
 
 from backend.audit.decisions import read_decisions
 from backend.clock import WallClock
@@ -21,14 +21,17 @@ from backend.engine.pipeline import compile_pipeline
 from backend.errors import ConfigError
 from backend.home import Home
 from backend.models.parallel import ensure_ray
+from backend.models.promotion import promote
+from backend.models.registry import ModelRegistry
 from backend.runs.backtest import run_backtest
+from backend.runs.candidate import train_candidate
 from backend.runs.sweep import SweepResult, run_sweep
 from backend.runs.variants import COLUMNS
 from scripts.cli import main
 
 BASE = small_overrides("training.num_threads=1")
-# Two profiles x two global-model sizes: four variants in two groups (the model size changes the model).
-SWEPT = ["risk=aggressive,conservative", "model.global_model.n_estimators=20,21"]
+# Two position sizes x two global-model sizes: four variants in two groups (the model size changes the model).
+SWEPT = ["risk.position_size_pct=0.06,0.12", "model.global_model.n_estimators=20,21"]
 RUN_FILES = ["campaigns.parquet", "decisions.parquet", "equity.parquet", "fills.parquet", "inputs.json", "inputs.parquet", "model", "report.html", "spec.json", "states.parquet", "summary.json"]
 
 
@@ -75,10 +78,10 @@ def test_each_variant_decision_log_is_identical_to_running_that_variant_alone(
     result, _ = swept
 
     assert [v.label for v in result.variants] == [
-        "risk=aggressive model.global_model.n_estimators=20",
-        "risk=aggressive model.global_model.n_estimators=21",
-        "risk=conservative model.global_model.n_estimators=20",
-        "risk=conservative model.global_model.n_estimators=21",
+        "model.global_model.n_estimators=20 risk.position_size_pct=0.06",  # a key keeps its first place (SMALL sets it)
+        "model.global_model.n_estimators=20 risk.position_size_pct=0.12",
+        "model.global_model.n_estimators=21 risk.position_size_pct=0.06",
+        "model.global_model.n_estimators=21 risk.position_size_pct=0.12",
     ]
     for variant, solo in zip(result.variants, alone, strict=True):
         run_dir = root / "ray" / variant.folder
@@ -160,3 +163,28 @@ def test_acts_sweep_prints_the_comparison_and_refuses_bad_input_naming_it(local_
     assert main(["sweep", *BASE, "seed=range(0,5)", "sweep.max_variants=4", f"sweep.out={tmp_path / 't'}"], io.StringIO(), refused) == 2
     assert "'sweep.max_variants' must be >= the number of variants; the overrides expand to 5, the bound is 4" in refused.getvalue()
     assert not (tmp_path / "t").exists()
+
+
+def test_a_sweep_on_the_promoted_model_uses_it_as_it_is_like_each_backtest_does(acts_home: Path, tmp_path: Path) -> None:
+    home = Home(acts_home)
+    pipeline = compile_pipeline(compose_spec([*BASE, *LENIENT_PROMOTION]))
+    record = train_candidate(pipeline, home, _Clock(), lambda _m: None)
+    promote(ModelRegistry.of_home(home), record["version"], pipeline.spec.training.promotion, 2, "for the sweep")
+    overrides = [*BASE, "model.source=promoted", "risk.position_size_pct=0.06,0.12"]
+
+    result = run_sweep([*overrides, "sweep.ray.enabled=false", f"sweep.out={tmp_path / 's'}"], home, WallClock(), lambda _m: None)
+
+    for variant in result.variants:
+        solo = run_backtest(compile_pipeline(compose_spec(list(variant.overrides))), home, tmp_path / "alone" / variant.folder, WallClock(), lambda _m: None)
+        row = result.table.filter(pl.col("variant") == variant.folder).row(0, named=True)
+        assert row["decision_log_sha256"] == solo["decision_log_sha256"]
+        assert solo["model_version"] == record["version"]
+        assert read_decisions(Path(row["run_dir"]) / "decisions.parquet").equals(read_decisions(tmp_path / "alone" / variant.folder / "decisions.parquet"))
+
+
+class _Clock:
+    def now_ms(self) -> int:
+        return 1
+
+    def monotonic(self) -> float:
+        return 0.0

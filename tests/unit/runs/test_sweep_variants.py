@@ -88,6 +88,18 @@ def test_ranges_expand_and_no_swept_override_gives_the_one_base_variant() -> Non
     assert (base.overrides, base.label, base.folder) == (("data.days=10",), "base", "000-base")
 
 
+def test_a_key_given_twice_keeps_its_first_place_and_its_last_value_as_hydra_does() -> None:
+    variants = expand_variants(["risk=aggressive", "data.days=10", "risk=balanced,conservative", "seed=3,4", "seed=5"], 8)
+
+    assert [v.overrides for v in variants] == [("risk=balanced", "data.days=10", "seed=5"), ("risk=conservative", "data.days=10", "seed=5")]
+    assert [v.swept for v in variants] == [("risk=balanced",), ("risk=conservative",)]
+
+
+def test_an_interval_sweep_is_refused_naming_the_key() -> None:
+    with pytest.raises(ConfigError, match=r"'risk.entry_min_p_up' sweeps an interval, which has no list of values"):
+        expand_variants(["risk.entry_min_p_up=interval(0.5,0.6)"], 8)
+
+
 def test_a_variant_folder_name_is_safe_and_bounded() -> None:
     variant = Variant(12, (), ("strategy.name='a b/c'", "x=[1,2]" * 20))
 
@@ -107,7 +119,7 @@ def test_an_override_that_does_not_parse_is_refused_naming_it() -> None:
 
 
 def _key(*overrides: str) -> str:
-    from backend.engine.runner import model_training_json, round_trip_cost  # the runner's own inputs
+    from backend.runs.runner import model_training_json, round_trip_cost  # the runner's own inputs
 
     pipeline = compile_pipeline(small_spec(*overrides))
     return market_key(pipeline, repr((model_training_json(pipeline.spec), round_trip_cost(pipeline.spec))))
