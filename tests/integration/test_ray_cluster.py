@@ -15,8 +15,10 @@ import polars as pl
 import pytest
 import ray
 from ray_cluster import RayCluster
-from stubs import small_spec
+from stubs import small_overrides, small_spec
 
+from backend.audit.decisions import read_decisions
+from backend.clock import WallClock
 from backend.config.schema import RaySpec
 from backend.engine.pipeline import compile_pipeline
 from backend.runs.runner import load_bars, train_bundle
@@ -25,6 +27,7 @@ from backend.home import Home
 from backend.models import parallel
 from backend.models.bundle import ModelBundle
 from backend.models.parallel import ensure_ray, in_flight, run_ray
+from backend.runs.sweep import run_sweep
 
 FAST = ("training.num_threads=1", "training.ray.tasks_per_call=2")
 
@@ -86,6 +89,22 @@ def test_tasks_run_on_both_nodes_with_the_code_the_driver_shipped(cluster_spec: 
     outside = [file for _, file in results if not (Path(file).is_relative_to(ray_cluster.temp_dir) and "/runtime_resources/working_dir_files/" in file)]
     assert outside == []
     assert in_flight(cluster_spec) == 4  # two calls per cluster CPU, whatever num_cpus says
+
+
+def test_a_sweep_on_the_cluster_gives_each_variant_the_decisions_of_its_own_run_in_this_process(
+    cluster_spec: RaySpec, serial: tuple[Home, pl.DataFrame, ModelBundle], tmp_path: Path
+) -> None:
+    home = serial[0]
+    overrides = [*small_overrides(*FAST), "risk.position_size_pct=0.06,0.12"]
+
+    remote = run_sweep([*overrides, f"sweep.ray.address={cluster_spec.address}", f"sweep.out={tmp_path / 'cluster'}"], home, WallClock(), _quiet)
+    local = run_sweep([*overrides, "sweep.ray.enabled=false", f"sweep.out={tmp_path / 'here'}"], home, WallClock(), _quiet)
+
+    assert remote.settings.ray.address == cluster_spec.address
+    assert remote.table.height == 2
+    assert remote.table.drop("run_dir").equals(local.table.drop("run_dir"))
+    for variant in remote.variants:
+        assert read_decisions(tmp_path / "cluster" / variant.folder / "decisions.parquet").equals(read_decisions(tmp_path / "here" / variant.folder / "decisions.parquet"))
 
 
 def test_the_cluster_fixture_finds_every_process_of_its_nodes_by_its_temp_dir(ray_cluster: RayCluster) -> None:
