@@ -128,6 +128,15 @@ def names_field(message: str, key: str) -> bool:
     return key in message or f"'{key.rsplit('.', 1)[-1]}'" in message or key.rsplit(".", 1)[-1] in message
 
 
+def judge(action: Callable[[], object], key: str, example: str) -> tuple[str, str]:
+    """Run a validation: ``accepted``, ``refused`` (an ActsError naming ``key``) or an unclear outcome."""
+    try:
+        action()
+    except ActsError as error:
+        return ("refused" if names_field(str(error), key) else "refusal does not name the field"), f"{example}: {error}"
+    return "accepted", example
+
+
 # ---------------------------------------------------------------- config fields
 def fuzz_config(examples: int) -> FuzzTarget:
     """Every leaf of the composed default config, through the one validation every command uses."""
@@ -139,12 +148,7 @@ def fuzz_config(examples: int) -> FuzzTarget:
     @_settings(examples)
     @given(st.sampled_from(keys), hostile_values())
     def case(key: str, value: Any) -> None:
-        try:
-            validate_raw(replaced(tree, key, value))
-        except ActsError as error:
-            target.count("refused" if names_field(str(error), key) else "refusal does not name the field", f"{key}={value!r}: {error}")
-            return
-        target.count("accepted")
+        target.count(*judge(lambda: validate_raw(replaced(tree, key, value)), key, f"{key}={value!r}"))
 
     case()
     return target
@@ -159,12 +163,7 @@ def fuzz_overrides(examples: int) -> FuzzTarget:
     @_settings(examples)
     @given(st.sampled_from(keys), st.sampled_from(["nan", "inf", "-inf", "1e999", "-1", "2", "0", "abc", "[1]", "''", "null"]))
     def case(key: str, text: str) -> None:
-        try:
-            validate_raw(compose_with_hydra([f"risk.{key}={text}"])[0])
-        except ActsError as error:
-            target.count("refused" if names_field(str(error), key) else "refusal does not name the field", f"risk.{key}={text}: {error}")
-            return
-        target.count("accepted")
+        target.count(*judge(lambda: validate_raw(compose_with_hydra([f"risk.{key}={text}"])[0]), key, f"risk.{key}={text}"))
 
     case()
     return target

@@ -383,7 +383,10 @@ def paper_counts(feed: Any, state: Path, reference: Path, horizon: int) -> tuple
         runtime = PaperRuntime(feed, state)  # restart: restore the checkpoint, continue at the next event
     except PaperRuntimeError:
         return 0, 0, 1
-    runtime.run(0.0, horizon - runtime.next_index)
+    for batch in feed.batches(runtime.next_index):  # up to the horizon (the child may have reached it)
+        if batch.index >= horizon:
+            break
+        runtime.step(batch)
     runtime.close()
     want, have = _rows(reference), _rows(state / JOURNAL_FILE)
     lost = duplicated = 0
