@@ -15,6 +15,7 @@ and compares what is on disk with the reference:
 from __future__ import annotations
 
 import io
+import itertools
 import json
 import multiprocessing
 import os
@@ -337,9 +338,7 @@ def paper_reference(run_dir: Path, root: Path, window: int) -> tuple[Any, list[i
     events = [e for e in order_events(run_dir, feed.matrix.ts_ms) if e >= 1 and e + window <= len(feed.matrix.ts_ms)]
     keep = {e - 1 for e in events} | {e + window - 1 for e in events}
     reference = PaperRuntime(feed, root / "reference")
-    for batch in feed.batches(0):
-        if batch.index > max(keep):
-            break
+    for batch in itertools.islice(feed.batches(0), max(keep) + 1):
         reference.step(batch)
         if batch.index in keep:
             _backup(reference.conn, root / f"after-{batch.index}" / JOURNAL_FILE)
@@ -383,10 +382,8 @@ def paper_counts(feed: Any, state: Path, reference: Path, horizon: int) -> tuple
         runtime = PaperRuntime(feed, state)  # restart: restore the checkpoint, continue at the next event
     except PaperRuntimeError:
         return 0, 0, 1
-    for batch in feed.batches(runtime.next_index):  # up to the horizon (the child may have reached it)
-        if batch.index >= horizon:
-            break
-        runtime.step(batch)
+    for batch in itertools.islice(feed.batches(runtime.next_index), max(0, horizon - runtime.next_index)):
+        runtime.step(batch)  # up to the horizon (the child may have reached it)
     runtime.close()
     want, have = _rows(reference), _rows(state / JOURNAL_FILE)
     lost = duplicated = 0

@@ -3,9 +3,9 @@
 For each order event ``e`` of the recorded run, the runtime continues from the journal kept before
 ``e`` (see :func:`scripts.drills.kills.paper_reference`), processes ``e`` (the order is placed and
 open), then the operator engages the kill switch and the runtime processes ``window`` more events.
-Measured: the open orders and positions at the kill, the events until the journal holds no open order,
-the new-risk decisions admitted after the kill (goal: none from the next event), and the exits and
-scale-outs still admitted (risk reductions must pass).
+Measured: the open orders and positions at the kill, how many of those orders the next event cancels,
+the new-risk orders admitted after the kill (entries and re-entries that send an order; goal: none from
+the next event), the entries denied, and the exits and scale-outs still sent (risk reductions must pass).
 """
 
 from __future__ import annotations
@@ -58,18 +58,20 @@ def killswitch_drill(feed: Any, events: list[int], root: Path, window: int = 6) 
             runtime = PaperRuntime(feed, state, control)
             batches = feed.batches(event)
             runtime.step(next(batches))  # event e: the order is placed and open
-            open_orders = len(runtime.broker.pending)
+            at_kill = {o.order_id for o in runtime.broker.pending}
+            open_orders = len(at_kill)
             positions = sum(1 for q in runtime.engine.portfolio.qty if q > 0)
             control.kill("drill", f"kill-switch drill after event {event}", WallClock())
             kill_ts = int(feed.matrix.ts_ms[event + 1])
             runtime.step(next(batches))  # the next event: the switch takes effect before it
-            still_open = len(runtime.journal.open_orders())
+            still_open = len(at_kill & {o["client_order_id"] for o in runtime.journal.open_orders()})
             for _ in range(window - 2):
                 runtime.step(next(batches))
             after = runtime.decisions().filter(pl.col("ts") >= kill_ts)
             runtime.close()
-        entries = after.filter(pl.col("action").is_in(NEW_RISK))
-        admitted = entries.filter(pl.col("admitted"))
+        # New risk is an entry that sends an order (an admitted entry with no order, NO_ORDER, takes no risk).
+        entries = after.filter(pl.col("action").is_in(NEW_RISK) & (pl.col("gate_reason") != "NO_ORDER"))
+        admitted = entries.filter(pl.col("admitted") & pl.col("order_id").is_not_null())
         drill.engagements += 1
         drill.with_open_orders += open_orders > 0
         drill.with_positions += positions > 0
@@ -78,7 +80,9 @@ def killswitch_drill(feed: Any, events: list[int], root: Path, window: int = 6) 
         drill.left_open_after_next_event += still_open
         drill.new_risk_admitted_after_kill += admitted.height
         drill.new_risk_denied_after_kill += entries.height - admitted.height
-        drill.reductions_admitted_after_kill += after.filter(pl.col("action").is_in(REDUCE) & pl.col("admitted")).height
+        drill.reductions_admitted_after_kill += after.filter(
+            pl.col("action").is_in(REDUCE) & pl.col("admitted") & pl.col("order_id").is_not_null()
+        ).height
         # Events from the kill until the last admitted new risk (0: none was admitted from the next event on).
         last = admitted["ts"].max() if admitted.height else None
         until = 0 if last is None else int((feed.matrix.ts_ms <= last).sum()) - event

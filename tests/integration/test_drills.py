@@ -188,3 +188,27 @@ def test_copying_a_missing_template_makes_an_empty_home(tmp_path: Path) -> None:
     kills._copy_home(tmp_path / "none", tmp_path / "home")
     assert list((tmp_path / "home").iterdir()) == []
     shutil.rmtree(tmp_path / "home")
+
+
+def test_the_children_run_the_product_code_in_process(run_dir: Path, tmp_path: Path) -> None:
+    db, ack = tmp_path / "acts.db", tmp_path / "ack"
+    kills.profile_child(str(db), 2, str(ack))
+    assert kills._acks(ack) == [2, 3]  # the presets are v1 of every profile
+    kills.control_child(str(tmp_path / "control.db"), 3, str(tmp_path / "ack2"))
+    assert kills._acks(tmp_path / "ack2") == [1, 2, 3]
+    kills.paper_child(str(run_dir), str(tmp_path / "state"), "999999:before_event", 4)  # a crash point never reached
+    runtime = kills.PaperRuntime(kills.load_recorded(run_dir, kills.ModelRegistry(tmp_path / "r"), True), tmp_path / "state")
+    assert runtime.next_index == 4
+    runtime.close()
+    assert kills.KillDrill("x", trials=1).as_dict()["trials"] == 1
+
+
+def test_judge_accepts_what_validates_and_names_what_it_refuses() -> None:
+    from backend.errors import ConfigError
+
+    def refuse() -> None:
+        raise ConfigError("'risk.x' must be a finite number, was nan")
+
+    assert fuzz.judge(lambda: None, "risk.x", "e") == ("accepted", "e")
+    assert fuzz.judge(refuse, "risk.x", "e")[0] == "refused"
+    assert fuzz.judge(refuse, "data.days", "e")[0] == "refusal does not name the field"
