@@ -2,7 +2,8 @@
 
 ``acts replay``, ``acts audit diff`` and ``acts run --run-dir`` read the files a run left
 (``summary.json``, ``spec.json``, ``inputs.json``, ``inputs.parquet``, ``decisions.parquet``,
-``fills.parquet``, ``equity.parquet``, ``model/``) only through these readers. A file that is missing,
+``fills.parquet``, ``equity.parquet``) only through these readers (``model/`` through
+:func:`backend.runs.replay.read_bundle`, a layer up, where bundles are known). A file that is missing,
 cannot be read, is truncated, is not valid JSON or parquet, or lacks a key or column it must hold
 raises :class:`backend.errors.ArtifactError` naming the file and what is wrong, so the CLI exits 2
 ("refused input") and never 1, which ``acts replay`` keeps for "the replay did not reproduce".
@@ -21,8 +22,7 @@ import polars as pl
 
 from backend.config.compose import validate_raw
 from backend.config.schema import RunSpec
-from backend.errors import ArtifactError, ConfigError, ModelError
-from backend.models.bundle import ModelBundle, load_bundle
+from backend.errors import ArtifactError, ConfigError
 
 SUMMARY_KEYS: dict[str, type | tuple[type, ...]] = {
     "spec_hash": str,
@@ -101,14 +101,6 @@ def read_spec(path: Path) -> tuple[dict[str, Any], RunSpec]:
         return raw, validate_raw(raw)
     except ConfigError as error:
         raise ArtifactError(f"{path} is not a valid run spec: {error}") from error
-
-
-def read_bundle(directory: Path) -> ModelBundle:
-    """Load and verify a run's ``model/`` bundle; a missing or corrupted one names the file."""
-    try:
-        return load_bundle(directory)
-    except ModelError as error:
-        raise ArtifactError(str(error)) from error
 
 
 def decimal_value(path: Path, key: str, text: str) -> Decimal:

@@ -20,11 +20,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from backend.engine.clock import Clock
-from backend.sqlite import SqliteStore, transaction
+from backend.clock import Clock
 from backend.errors import ControlError
 from backend.home import acts_home
-from backend.text import AUTHOR_MAX_CHARS, REASON_MAX_CHARS, attribution  # noqa: F401 (bounds re-exported)
+from backend.sqlite import SqliteStore, transaction
+from backend.config.text import AUTHOR_MAX_CHARS, REASON_MAX_CHARS, attribution  # noqa: F401 (bounds re-exported)
 
 DB_FILENAME = "acts.db"
 KILL = "kill"

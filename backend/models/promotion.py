@@ -15,7 +15,7 @@ from typing import Any
 from backend.config.schema import PromotionSpec
 from backend.errors import PromotionRefused, RegistryError
 from backend.models.registry import ModelRegistry, ModelStatus, StatusTrigger
-from backend.text import REASON_MAX_CHARS, checked_text
+from backend.config.text import REASON_MAX_CHARS, checked_text
 
 
 class Gate(str, enum.Enum):

@@ -18,7 +18,7 @@ from backend.config.canonical import canonical_json, sha256_hex
 from backend.config.errors_format import format_validation_error
 from backend.config.schema import RiskProfileSpec
 from backend.profiles.errors import ProfileIntegrityError, ProfileValueError
-from backend.text import AUTHOR_MAX_CHARS, REASON_MAX_CHARS, attribution
+from backend.config.text import AUTHOR_MAX_CHARS, REASON_MAX_CHARS, attribution
 
 GENESIS = ""
 MAX_AUTHOR = AUTHOR_MAX_CHARS
@@ -108,7 +108,7 @@ def activation_chain_hash(
 
 
 def check_attribution(author: str, reason: str) -> tuple[str, str]:
-    """Return the trimmed author and reason, or refuse them by the one free-text rule (``backend.text``).
+    """Return the trimmed author and reason, or refuse them by the one free-text rule (``backend.config.text``).
 
     Every change must be attributable and explained: both are required, 1 to 64 and 1 to 500
     characters, with no control character (so a reason cannot forge lines of ``acts profile log``).

@@ -42,8 +42,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 def record(work: Path, say) -> Path:
     """Record the small drill backtest in ``work/run``; return the run folder."""
     from backend.config.compose import compose_spec
-    from backend.engine.backtest import run_backtest
-    from backend.engine.clock import WallClock
+    from backend.runs.backtest import run_backtest
+    from backend.clock import WallClock
     from backend.engine.pipeline import compile_pipeline
     from backend.home import Home
 

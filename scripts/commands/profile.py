@@ -11,13 +11,13 @@ from typing import Any, TextIO
 
 import yaml
 
+from backend.clock import WallClock
 from backend.config.diff import format_changes
-from backend.engine.clock import WallClock
 from backend.home import acts_home
 from backend.profiles.core import ProfileCommit, check_attribution, format_time_ms
 from backend.profiles.errors import ProfileError, ProfileValueError
 from backend.profiles.store import ProfileStore, home_database
-from backend.text import display_text
+from backend.config.text import display_text
 
 
 def register(sub: argparse._SubParsersAction) -> None:

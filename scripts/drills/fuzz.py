@@ -31,7 +31,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from backend.config.compose import compose_raw, compose_with_hydra, validate_raw
-from backend.engine.clock import WallClock
+from backend.clock import WallClock
 from backend.errors import ActsError
 from backend.profiles.store import ProfileStore
 from scripts.cli import build_parser, main

@@ -39,7 +39,7 @@ from backend.config.compose import compose_spec
 from backend.control.store import ControlStore
 from backend.data.lake import lake_files, read_ohlcv, snapshot
 from backend.data.simulator import simulate_ohlcv
-from backend.engine.clock import WallClock
+from backend.clock import WallClock
 from backend.models.registry import ModelRegistry
 from backend.profiles.store import ProfileStore
 from backend.runtime.paper import CRASH_ENV, CRASH_POINTS, JOURNAL_FILE, PaperRuntime, PaperRuntimeError, crash_hook, load_recorded

@@ -19,8 +19,8 @@ from typing import Any
 import polars as pl
 
 from backend.control.store import ControlStore
-from backend.engine.clock import WallClock
-from backend.runtime.paper import JOURNAL_FILE, PaperRuntime
+from backend.clock import WallClock
+from backend.runtime.paper import PaperRuntime
 
 NEW_RISK = ("enter", "reenter")
 REDUCE = ("exit", "scale_out")

@@ -1,11 +1,11 @@
-"""The one free-text rule (``backend.text``): what is refused, what the refusal says, how stored text renders."""
+"""The one free-text rule (``backend.config.text``): what is refused, what the refusal says, how stored text renders."""
 
 from __future__ import annotations
 
 import pytest
 
 from backend.errors import ConfigError, ControlError
-from backend.text import AUTHOR_MAX_CHARS, REASON_MAX_CHARS, SHOWN_CHARS, attribution, checked_text, display_text
+from backend.config.text import AUTHOR_MAX_CHARS, REASON_MAX_CHARS, SHOWN_CHARS, attribution, checked_text, display_text
 
 
 @pytest.mark.parametrize(

@@ -18,15 +18,24 @@ from typing import Any
 import polars as pl
 import yaml
 
-from backend.audit.artifacts import INPUTS_KEYS, SUMMARY_KEYS, read_bundle, read_json, read_parquet, read_spec
+from backend.audit.artifacts import INPUTS_KEYS, SUMMARY_KEYS, read_json, read_parquet, read_spec
 from backend.audit.decisions import canonical_lines, decision_log_sha256
+from backend.clock import WallClock
 from backend.config.canonical import content_hash
 from backend.config.compose import validate_raw
 from backend.config.diff import ConfigChange, diff_configs
-from backend.engine.clock import WallClock
 from backend.engine.pipeline import compile_pipeline
-from backend.engine.runner import execute, frame_sha256
-from backend.errors import ReplayError
+from backend.errors import ArtifactError, ModelError, ReplayError
+from backend.models.bundle import ModelBundle, load_bundle
+from backend.runs.runner import execute, frame_sha256
+
+def read_bundle(directory: Path) -> ModelBundle:
+    """Load and verify a run's ``model/`` bundle; a missing or corrupted one is an ArtifactError naming the file."""
+    try:
+        return load_bundle(directory)
+    except ModelError as error:
+        raise ArtifactError(str(error)) from error
+
 
 # Only these groups may change in a replay: the rest would change the inputs or the model.
 REPLAYABLE_GROUPS = ("risk", "strategy", "execution", "name", "mode")
