@@ -37,6 +37,9 @@ from backend.models.registry import ModelRegistry
 from backend.models.train import predict_bundle, train_walk_forward
 
 Progress = Callable[[str], None]
+# Where ``model.source=bundle`` gets its bundle: supplied by the layer that composes the run (the
+# engine does not import the bundle store).
+InstalledBundle = Callable[["Pipeline", Progress], ModelBundle]
 BAR_COLUMNS = ("ts", "symbol", "open", "high", "low", "close", "volume")
 # Modes that act on the market (or shadow it): they may only use a promoted model.
 PROMOTED_ONLY_MODES = (Mode.PAPER, Mode.SHADOW, Mode.LIVE)
@@ -132,21 +135,28 @@ def train_bundle(
     progress: Progress,
     home: Home | None = None,
     dataset: pl.DataFrame | None = None,
+    installed: InstalledBundle | None = None,
 ) -> ModelBundle:
-    """Return the bundle for ``pipeline``: trained walk-forward on ``bars``, or the promoted one.
+    """Return the bundle for ``pipeline``: trained walk-forward on ``bars``, the promoted one, or the installed one.
 
     With ``model.source=promoted`` the registry's promoted bundle is loaded (and verified) instead
-    of training. Paper, shadow and live modes accept only that. ``dataset`` is
-    :func:`training_dataset` of ``bars`` when the caller has it already.
+    of training; with ``model.source=bundle`` ``installed`` supplies the home's installed bundle.
+    Paper, shadow and live modes accept only those. ``dataset`` is :func:`training_dataset` of
+    ``bars`` when the caller has it already.
 
     Raises
     ------
     ModelError
-        When a market-facing mode asks to train, when no model is promoted, or when the promoted
-        bundle needs features the run does not compute.
+        When a market-facing mode asks to train, when no model is promoted, when the promoted
+        bundle needs features the run does not compute, or when ``model.source=bundle`` comes
+        without ``installed``.
     """
     spec = pipeline.spec
     home = home if home is not None else Home(acts_home())
+    if spec.model.source == "bundle":
+        if installed is None:
+            raise ModelError("model.source=bundle needs the installed bundles of the home: run it through acts backtest")
+        return installed(pipeline, progress)
     if spec.model.source == "promoted":
         bundle = ModelRegistry.of_home(home).promoted_bundle()
         missing = sorted(set(bundle.feature_names) - set(pipeline.feature_names))
@@ -238,13 +248,13 @@ def market_matrix(pipeline: Pipeline, bars: pl.DataFrame, bundle: ModelBundle, n
     spec = pipeline.spec
     symbols = spec.symbols
     features = build_features(bars, spec.features, spec.universe.clusters)
-    # A promoted model predicts forward: its last fold's boosters cover every bar after its last test span.
+    # A promoted or installed model predicts forward: its last fold's boosters cover every bar after its last test span.
     predictions = predict_bundle(
         bundle,
         features,
         spec.universe.clusters,
         num_threads,
-        forward=spec.model.source == "promoted",
+        forward=spec.model.source in ("promoted", "bundle"),
         targets=pipeline.prediction_targets,
     )
     times = np.unique(bars["ts"].to_numpy())
