@@ -24,10 +24,9 @@ from typing import Annotated, Literal
 import yaml
 from pydantic import Field, ValidationError
 
-from backend.bundles.compat import REPO, Runtime, parse_version
+from backend.bundles.compat import CONF_DIR, REPO, Runtime, parse_version
 from backend.bundles.store import BundleStore, InstallResult
 from backend.bundles.use import Candidate, newest, scan
-from backend.config.compose import CONF_DIR
 from backend.config.errors_format import format_validation_error
 from backend.config.schema import Name, Spec
 from backend.errors import BundleError

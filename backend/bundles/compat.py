@@ -17,7 +17,6 @@ import yaml
 from pydantic import ValidationError
 
 from backend.config.canonical import content_hash
-from backend.config.compose import CONF_DIR
 from backend.config.schema import FeatureSetSpec
 from backend.errors import BundleError
 
@@ -27,6 +26,7 @@ FORMAT = 1
 # outputs an existing bundle would give, so that such a bundle names the backend it needs.
 BACKEND_VERSION = "1.0"
 REPO = Path(__file__).resolve().parents[2]
+CONF_DIR = REPO / "conf"
 # The governed bundles shipped in this repository, and their lineage records.
 SHIPPED_DIR = REPO / "bundles"
 LINEAGE_DIR = REPO / "registry" / "bundles"

@@ -15,6 +15,7 @@ already complete. A process killed at any point leaves the old or the new bundle
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import fcntl
 import json
@@ -191,10 +192,10 @@ class BundleStore:
         for name in (MANIFEST, *source.manifest.files):
             (staging / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(source.path / name, staging / name)
-        verify_bundle(staging, runtime)
+        staged = verify_bundle(staging, runtime)
         target.parent.mkdir(parents=True, exist_ok=True)
         os.replace(staging, target)
-        return verify_bundle(target, runtime)
+        return dataclasses.replace(staged, path=target)
 
     def install(
         self, source: Path, author: str, reason: str, now_ms: int, runtime: Runtime, smoke: Smoke = smoke_check
