@@ -11,19 +11,16 @@ from typing import TextIO
 
 import yaml
 
-from backend.audit.replay import replay
-from backend.bundles.channel import load_channel
-from backend.bundles.compat import SHIPPED_DIR
 from backend.bundles.store import BundleStore
-from backend.bundles.use import installed_source
+from backend.clock import WallClock
 from backend.config.canonical import canonical_json
 from backend.config.compose import compose_with_hydra, load_spec_file, validate_raw
 from backend.config.diff import diff_configs, format_changes
-from backend.engine.backtest import run_backtest
-from backend.engine.clock import WallClock
 from backend.engine.pipeline import compile_pipeline
 from backend.errors import ActsError
 from backend.home import Home, acts_home
+from backend.runs.backtest import run_backtest
+from backend.runs.replay import replay
 from scripts.commands import command_modules
 
 SUMMARY_KEYS = (
@@ -86,11 +83,6 @@ def print_summary(summary: dict, out: TextIO) -> None:
         out.write(f"  {key:<{width}}  {summary.get(key)}\n")
 
 
-def installed_bundles(home: Home, wall: WallClock):
-    """Return the ``model.source=bundle`` source of ``home``: its active bundle, the shipped one on first use."""
-    return installed_source(home, wall.now_ms, SHIPPED_DIR, load_channel().bundle)
-
-
 def print_bundle(pipeline, home: Home, out: TextIO) -> None:
     """With ``model.source=bundle``, say which installed bundle the run used."""
     if pipeline.spec.model.source == "bundle":
@@ -103,7 +95,7 @@ def cmd_backtest(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     raw, run_dir = compose_with_hydra(args.overrides)
     pipeline = compile_pipeline(validate_raw(raw))
     home, wall = Home(acts_home()), WallClock()
-    summary = run_backtest(pipeline, home, run_dir, wall, progress_printer(err), installed_bundles(home, wall))
+    summary = run_backtest(pipeline, home, run_dir, wall, progress_printer(err))
     out.write(f"backtest {pipeline.spec.name} finished\n")
     print_summary(summary, out)
     print_bundle(pipeline, home, out)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from stubs import LENIENT_PROMOTION, SMALL
 
-from backend.bundles.build import BuildResult, BuildSpec, build_bundle
+from backend.runs.bundle_build import BuildResult, BuildSpec, build_bundle
 from backend.bundles.compat import running
 from backend.bundles.manifest import MANIFEST, manifest_text
 from backend.home import Home

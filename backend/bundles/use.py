@@ -17,11 +17,12 @@ from backend.bundles.store import BundleStore
 from backend.bundles.verify import Verified, verify_bundle
 from backend.config.canonical import content_hash
 from backend.engine.pipeline import Pipeline
-from backend.engine.runner import InstalledBundle, Progress
 from backend.errors import BundleError, BundleRefused, ModelError
 from backend.home import Home
 from backend.models.bundle import ModelBundle
 
+Progress = Callable[[str], None]
+InstalledBundle = Callable[[Pipeline, Progress], ModelBundle]
 FIRST_RUN_AUTHOR = "acts"
 FIRST_RUN_REASON = "first run: the shipped bundle"
 

@@ -15,13 +15,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TextIO
 
-from backend.bundles.build import build_bundle, export_bundle, load_build_spec
+from backend.runs.bundle_build import build_bundle, export_bundle, load_build_spec
 from backend.bundles.channel import apply_update, fetch, load_channel, plan_update
 from backend.bundles.compat import LINEAGE_DIR, SHIPPED_DIR, running
 from backend.bundles.store import BundleStore
 from backend.bundles.use import scan
 from backend.bundles.verify import verify_bundle
-from backend.engine.clock import WallClock
+from backend.clock import WallClock
 from backend.errors import BundleError
 from backend.home import Home, acts_home
 from scripts.cli import progress_printer

@@ -6,13 +6,13 @@ import argparse
 from pathlib import Path
 from typing import TextIO
 
-from backend.audit.replay import replay
+from backend.clock import WallClock
 from backend.config.compose import compose_with_hydra, validate_raw
-from backend.engine.backtest import run_backtest
-from backend.engine.clock import WallClock
 from backend.engine.pipeline import compile_pipeline
 from backend.home import Home, acts_home
-from scripts.cli import installed_bundles, print_bundle, print_summary, progress_printer
+from backend.runs.backtest import run_backtest
+from backend.runs.replay import replay
+from scripts.cli import print_bundle, print_summary, progress_printer
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -29,7 +29,7 @@ def cmd_demo(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     raw, run_dir = compose_with_hydra(["model.source=bundle", *args.overrides])
     pipeline = compile_pipeline(validate_raw(raw))
     home, wall = Home(acts_home()), WallClock()
-    summary = run_backtest(pipeline, home, run_dir, wall, progress_printer(err), installed_bundles(home, wall))
+    summary = run_backtest(pipeline, home, run_dir, wall, progress_printer(err))
     progress_printer(err)("replaying the run from its recorded inputs")
     report = replay(Path(summary["run_dir"]))
     out.write(f"ACTS demo: backtest {pipeline.spec.name} on {summary['symbols']} symbols, offline\n")

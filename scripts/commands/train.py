@@ -7,14 +7,14 @@ import time
 from pathlib import Path
 from typing import TextIO
 
-from backend.bundles.build import bundle_version_at, export_bundle, load_build_spec
+from backend.runs.bundle_build import bundle_version_at, export_bundle, load_build_spec
 from backend.bundles.compat import running
+from backend.clock import WallClock
 from backend.config.compose import compose_with_hydra, validate_raw
-from backend.engine.clock import WallClock
 from backend.engine.pipeline import compile_pipeline
 from backend.home import Home, acts_home
-from backend.models.candidate import train_candidate
-from backend.models.schedule import ScheduleTick, run_schedule
+from backend.runs.candidate import train_candidate
+from backend.runs.schedule import ScheduleTick, run_schedule
 from scripts.cli import progress_printer
 
 

@@ -30,12 +30,12 @@ from backend.config.compose import CONF_DIR, compose_spec, validate_raw
 from backend.config.errors_format import format_validation_error
 from backend.config.schema import Name, PromotionSpec, SharedDataSpec, Spec
 from backend.engine.pipeline import compile_pipeline
-from backend.engine.runner import Progress, load_bars
+from backend.runs.runner import Progress, load_bars
 from backend.errors import BundleError
 from backend.features.build import build_features
 from backend.home import Home
 from backend.models.bundle import save_bundle
-from backend.models.candidate import TrainClock, train_candidate
+from backend.runs.candidate import TrainClock, train_candidate
 from backend.models.lineage import code_version
 from backend.models.promotion import GateResult, evaluate_gates, promote
 from backend.models.registry import ModelRegistry, ModelStatus

@@ -8,13 +8,16 @@ import numpy as np
 import polars as pl
 
 from backend.audit.decisions import write_decisions
+from backend.bundles.channel import load_channel
+from backend.bundles.compat import SHIPPED_DIR
+from backend.bundles.use import installed_source
 from backend.audit.report import Marker, render_report, write_report
-from backend.engine.clock import WallClock
+from backend.clock import WallClock
 from backend.engine.pipeline import Pipeline
-from backend.engine.runner import InstalledBundle, Outcome, Progress, execute, frame_sha256, load_bars, train_bundle, write_json
 from backend.errors import ConfigError
 from backend.home import Home
 from backend.models.bundle import save_bundle
+from backend.runs.runner import InstalledBundle, Outcome, Progress, execute, frame_sha256, load_bars, train_bundle, write_json
 from execution.accounting.campaigns import CampaignPnl, campaign_pnl, campaign_totals
 
 _MARKER_KIND = {"enter": "entry", "exit": "exit", "scale_out": "scale_out", "reenter": "reentry"}
@@ -137,8 +140,12 @@ def run_backtest(
 ) -> dict[str, object]:
     """Run a backtest of ``pipeline`` and write everything into ``run_dir``; return the summary.
 
-    ``installed`` supplies the bundle when ``model.source=bundle`` (see :func:`train_bundle`).
+    With ``model.source=bundle`` the bundle is the home's active installed one (on first use the
+    newest compatible bundle shipped in ``bundles/`` of the channel's line is installed), unless
+    ``installed`` supplies another source.
     """
+    if pipeline.spec.model.source == "bundle" and installed is None:
+        installed = installed_source(home, wall.now_ms, SHIPPED_DIR, load_channel().bundle)
     started = wall.monotonic()
     # Refuse a used folder and load the data before writing anything, so a failure leaves no litter.
     prepare_run_dir(run_dir, create=False)
