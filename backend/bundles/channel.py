@@ -32,6 +32,7 @@ from backend.config.schema import Name, Spec
 from backend.errors import BundleError
 from backend.home import Home
 
+GIT = "git"
 GIT_TIMEOUT_S = 120
 
 
@@ -45,7 +46,7 @@ class ChannelSpec(Spec):
     policy: Literal["confirm", "auto"] = "confirm"
 
 
-def load_channel(path: Path = CONF_DIR / "bundles" / "channel.yaml", **overrides: object) -> ChannelSpec:
+def load_channel(config: Path = CONF_DIR / "bundles" / "channel.yaml", **overrides: object) -> ChannelSpec:
     """Read the channel config and apply ``overrides`` (None values are ignored).
 
     Raises
@@ -53,19 +54,19 @@ def load_channel(path: Path = CONF_DIR / "bundles" / "channel.yaml", **overrides
     BundleError
         When the file is missing or a field is invalid (named).
     """
-    if not path.is_file():
-        raise BundleError(f"no update channel config at {path}")
-    raw = {**yaml.safe_load(path.read_text(encoding="utf-8")), **{k: v for k, v in overrides.items() if v is not None}}
+    if not config.is_file():
+        raise BundleError(f"no update channel config at {config}")
+    raw = {**yaml.safe_load(config.read_text(encoding="utf-8")), **{k: v for k, v in overrides.items() if v is not None}}
     try:
         return ChannelSpec.model_validate(raw)
     except ValidationError as error:
-        raise BundleError(f"update channel config {path} is invalid:\n{format_validation_error(error)}") from error
+        raise BundleError(f"update channel config {config} is invalid:\n{format_validation_error(error)}") from error
 
 
 def _git(args: list[str], cwd: Path | None = None) -> bytes:
     try:
         done = subprocess.run(
-            ["git", *args], cwd=cwd, capture_output=True, timeout=GIT_TIMEOUT_S, check=False,
+            [GIT, *args], cwd=cwd, capture_output=True, timeout=GIT_TIMEOUT_S, check=False,
             env={**os.environ, "GIT_TERMINAL_PROMPT": "0"},
         )  # fmt: skip
     except (OSError, subprocess.TimeoutExpired) as error:
@@ -108,7 +109,10 @@ def fetch(channel: ChannelSpec, home: Home, repo: Path = REPO) -> Fetched:
     if not (cache / "HEAD").is_file():
         cache.mkdir(parents=True, exist_ok=True)
         _git(["init", "--quiet", "--bare", str(cache)])
-    _git(["--git-dir", str(cache), "fetch", "--quiet", "--depth", "1", remote, f"+{channel.ref}:refs/acts/channel"])
+    try:
+        _git(["--git-dir", str(cache), "fetch", "--quiet", "--depth", "1", remote, f"+{channel.ref}:refs/acts/channel"])
+    except BundleError as error:
+        raise BundleError(f"update channel: cannot fetch {channel.ref} from {remote}: {error}") from error
     archive = _git(["--git-dir", str(cache), "archive", "--format=tar", "refs/acts/channel", "--", channel.path])
     root = BundleStore.of_home(home).root / "channel"
     shutil.rmtree(root, ignore_errors=True)

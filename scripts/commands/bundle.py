@@ -38,6 +38,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     install.add_argument("target", help="a bundle folder, or a shipped <name>/<version> (or <version> of the channel's line)")
     rollback = action.add_parser("rollback", help="make the previously active bundle active again")
     update = action.add_parser("update", help="fetch the channel's bundles, verify them, install a newer one if confirmed")
+    update.add_argument("--bundle", default=None, help="bundle line to follow instead of the configured one")
     update.add_argument("--remote", default=None, help="git remote (URL or path) instead of the configured one")
     update.add_argument("--ref", default=None, help="branch or tag instead of the configured one")
     update.add_argument("--path", default=None, help="folder of the bundles in the ref instead of the configured one")
@@ -126,7 +127,7 @@ def cmd_bundle(args: argparse.Namespace, out: TextIO, err: TextIO, clock=None, a
         out.write(f"rolled back to {entry.bundle} (was {entry.previous})\n")
         return 0
     if args.action == "update":
-        channel = load_channel(remote=args.remote, ref=args.ref, path=args.path, policy=args.policy)
+        channel = load_channel(bundle=args.bundle, remote=args.remote, ref=args.ref, path=args.path, policy=args.policy)
         runtime = running()
         plan = plan_update(channel, fetch(channel, home), store, runtime)
         out.write(f"channel {plan.source}: {plan.note}\n")
