@@ -68,3 +68,15 @@ class PayloadError(DataError):
 
 class SandboxError(ActsError):
     """An API emulator cannot start or serve as asked (port taken, bad bounds)."""
+
+
+class BundleError(ModelError):
+    """A shipped model bundle cannot be built, installed, rolled back or used as asked."""
+
+
+class BundleRefused(BundleError):
+    """Verification refused a bundle; ``reason`` names the check, the message the file, hash or version."""
+
+    def __init__(self, message: str, reason: object) -> None:
+        super().__init__(message)
+        self.reason = reason

@@ -179,7 +179,7 @@ class ModelSpec(Spec):
     specialist: LgbmParamsSpec
     global_model: LgbmParamsSpec
     specialist_weight: Fraction
-    source: Literal["train", "promoted"] = "train"
+    source: Literal["train", "promoted", "bundle"] = "train"
 
 
 # ---------------------------------------------------------------- training

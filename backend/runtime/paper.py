@@ -192,10 +192,13 @@ class RecordedFeed:
             yield self.matrix.batch(t, attached=False)
 
 
-def load_recorded(run_dir: Path, registry: ModelRegistry, allow_run_bundle: bool, num_threads: int = 1) -> RecordedFeed:
+def load_recorded(
+    run_dir: Path, registry: ModelRegistry, allow_run_bundle: bool, num_threads: int = 1, installed: str | None = None
+) -> RecordedFeed:
     """Load ``run_dir`` (spec, verified inputs, model bundle) as a feed.
 
-    The bundle must be the registry's promoted model, unless ``allow_run_bundle`` accepts the run's own.
+    The bundle must be the registry's promoted model or ``installed`` (the model version of the
+    home's active installed bundle), unless ``allow_run_bundle`` accepts the run's own.
 
     Raises
     ------
@@ -213,12 +216,13 @@ def load_recorded(run_dir: Path, registry: ModelRegistry, allow_run_bundle: bool
     if frame_sha256(bars) != recorded:
         raise PaperRuntimeError(f"{inputs_path} does not match its recorded hash {recorded}; the inputs were altered")
     bundle = read_bundle(run_dir / "model")
-    if not allow_run_bundle:
+    if not allow_run_bundle and bundle.version != installed:
         promoted = registry.promoted()
         if promoted is None or promoted["version"] != bundle.version:
             have = "none" if promoted is None else promoted["version"]
             raise ModelError(
-                f"paper mode runs only on the promoted model: the run's bundle is {bundle.version}, promoted is {have}"
+                f"paper mode runs only on the promoted model or the installed bundle: the run's bundle is {bundle.version}, "
+                f"promoted is {have}, installed is {installed or 'none'}"
                 " (pass --allow-run-bundle to run the recorded run's own bundle)"
             )
     matrix = market_matrix(pipeline, bars, bundle, num_threads)

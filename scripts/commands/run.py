@@ -5,7 +5,8 @@ times faster, a 5-minute bar every 30 s; 0.5: half speed; max: no waiting) throu
 ``--state`` (default ``$ACTS_HOME/paper/<run name>``): run the same command again to continue
 after a stop or a crash. The decision log so far is written to ``<state>/decisions.parquet`` at every
 stop (the journal's ``paper_decisions`` table is the durable copy). The kill switch (``acts control kill``) is read before every event.
-The model must be the promoted one; ``--allow-run-bundle`` accepts the recorded run's own bundle.
+The model must be the promoted one or the home's active installed bundle; ``--allow-run-bundle`` accepts the
+recorded run's own bundle.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from pathlib import Path
 from typing import TextIO
 
 from backend.audit.decisions import write_decisions
+from backend.bundles.compat import running
+from backend.bundles.store import BundleStore
 from backend.clock import WallClock
 from backend.control.store import ControlStore, default_db_path
 from backend.home import Home, acts_home
@@ -47,7 +50,11 @@ def cmd_run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     """Run (or continue) a paper session and print where it stopped as JSON."""
     # Every argument is checked before anything is written (argparse checked the numbers).
     home = Home(acts_home())
-    feed = load_recorded(args.run_dir, ModelRegistry.of_home(home), args.allow_run_bundle)
+    active = BundleStore.of_home(home).active(running())
+    installed = active.manifest.model_version if active is not None else None
+    feed = load_recorded(args.run_dir, ModelRegistry.of_home(home), args.allow_run_bundle, installed=installed)
+    if installed is not None and feed.bundle.version == installed:
+        err.write(f"using the installed bundle {active.manifest.key} (model {installed})\n")
     state = args.state if args.state is not None else home.root / "paper" / feed.pipeline.spec.name
     if state.exists() and not state.is_dir():
         raise PaperRuntimeError(f"--state {state} is not a folder")
