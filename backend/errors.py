@@ -25,6 +25,10 @@ class ReplayError(ActsError):
     """A recorded run cannot be replayed from its inputs."""
 
 
+class ArtifactError(ActsError):
+    """A run folder's file is missing, unreadable or corrupted; the message names the file and what is wrong."""
+
+
 class ControlError(ActsError):
     """A control-plane action (kill switch) was refused; the message names the field and the value."""
 
@@ -68,3 +72,15 @@ class PayloadError(DataError):
 
 class SandboxError(ActsError):
     """An API emulator cannot start or serve as asked (port taken, bad bounds)."""
+
+
+class BundleError(ModelError):
+    """A shipped model bundle cannot be built, installed, rolled back or used as asked."""
+
+
+class BundleRefused(BundleError):
+    """Verification refused a bundle; ``reason`` names the check, the message the file, hash or version."""
+
+    def __init__(self, message: str, reason: object) -> None:
+        super().__init__(message)
+        self.reason = reason

@@ -11,6 +11,7 @@ from typing import TextIO
 
 import yaml
 
+from backend.bundles.store import BundleStore
 from backend.clock import WallClock
 from backend.config.canonical import canonical_json
 from backend.config.compose import compose_with_hydra, load_spec_file, validate_raw
@@ -82,12 +83,22 @@ def print_summary(summary: dict, out: TextIO) -> None:
         out.write(f"  {key:<{width}}  {summary.get(key)}\n")
 
 
+def print_bundle(pipeline, home: Home, out: TextIO) -> None:
+    """With ``model.source=bundle``, say which installed bundle the run used."""
+    if pipeline.spec.model.source == "bundle":
+        store = BundleStore.of_home(home)
+        active = store.state().active
+        out.write(f"  bundle  {active} (installed in {store.folder(active)})\n")
+
+
 def cmd_backtest(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     raw, run_dir = compose_with_hydra(args.overrides)
     pipeline = compile_pipeline(validate_raw(raw))
-    summary = run_backtest(pipeline, Home(acts_home()), run_dir, WallClock(), progress_printer(err))
+    home, wall = Home(acts_home()), WallClock()
+    summary = run_backtest(pipeline, home, run_dir, wall, progress_printer(err))
     out.write(f"backtest {pipeline.spec.name} finished\n")
     print_summary(summary, out)
+    print_bundle(pipeline, home, out)
     out.write(f"run folder: {summary['run_dir']}\nreport: {summary['report']}\n")
     return 0
 

@@ -13,3 +13,11 @@ def acts_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     home = tmp_path / "acts_home"
     monkeypatch.setenv("ACTS_HOME", str(home))
     return home
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small real bundle (trained, gated, exported once a session): ``.../bundles/tiny/1.0.0``. Copy before altering."""
+    from bundle_helpers import build_tiny
+
+    return build_tiny(tmp_path_factory.mktemp("tiny_bundle")).path

@@ -32,6 +32,7 @@ from backend.errors import DataError, ModelError
 from backend.features.build import build_features
 from backend.features.labels import forward_return_labels, recovery_labels
 from backend.home import Home, acts_home
+from backend.bundles.use import InstalledBundle
 from backend.models.bundle import ModelBundle
 from backend.models.parallel import ray_temp_dir
 from backend.models.registry import ModelRegistry
@@ -133,21 +134,28 @@ def train_bundle(
     progress: Progress,
     home: Home | None = None,
     dataset: pl.DataFrame | None = None,
+    installed: InstalledBundle | None = None,
 ) -> ModelBundle:
-    """Return the bundle for ``pipeline``: trained walk-forward on ``bars``, or the promoted one.
+    """Return the bundle for ``pipeline``: trained walk-forward on ``bars``, the promoted one, or the installed one.
 
     With ``model.source=promoted`` the registry's promoted bundle is loaded (and verified) instead
-    of training. Paper, shadow and live modes accept only that. ``dataset`` is
-    :func:`training_dataset` of ``bars`` when the caller has it already.
+    of training; with ``model.source=bundle`` ``installed`` supplies the home's installed bundle.
+    Paper, shadow and live modes accept only those. ``dataset`` is :func:`training_dataset` of
+    ``bars`` when the caller has it already.
 
     Raises
     ------
     ModelError
-        When a market-facing mode asks to train, when no model is promoted, or when the promoted
-        bundle needs features the run does not compute.
+        When a market-facing mode asks to train, when no model is promoted, when the promoted
+        bundle needs features the run does not compute, or when ``model.source=bundle`` comes
+        without ``installed``.
     """
     spec = pipeline.spec
     home = home if home is not None else Home(acts_home())
+    if spec.model.source == "bundle":
+        if installed is None:
+            raise ModelError("model.source=bundle needs the home's installed bundles (backend.bundles.use.installed_source)")
+        return installed(pipeline, progress)
     if spec.model.source == "promoted":
         bundle = ModelRegistry.of_home(home).promoted_bundle()
         missing = sorted(set(bundle.feature_names) - set(pipeline.feature_names))
@@ -239,13 +247,13 @@ def market_matrix(pipeline: Pipeline, bars: pl.DataFrame, bundle: ModelBundle, n
     spec = pipeline.spec
     symbols = spec.symbols
     features = build_features(bars, spec.features, spec.universe.clusters)
-    # A promoted model predicts forward: its last fold's boosters cover every bar after its last test span.
+    # A promoted or installed model predicts forward: its last fold's boosters cover every bar after its last test span.
     predictions = predict_bundle(
         bundle,
         features,
         spec.universe.clusters,
         num_threads,
-        forward=spec.model.source == "promoted",
+        forward=spec.model.source in ("promoted", "bundle"),
         targets=pipeline.prediction_targets,
     )
     times = np.unique(bars["ts"].to_numpy())

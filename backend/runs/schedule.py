@@ -152,6 +152,7 @@ def run_schedule(
     sleep: Callable[[float], None],
     progress: Progress,
     max_iterations: int | None,
+    on_promoted: Callable[[ScheduleTick], None] | None = None,
 ) -> list[ScheduleTick]:
     """Run the retraining loop ``max_iterations`` times (None: forever); return the ticks.
 
@@ -159,7 +160,8 @@ def run_schedule(
     ``training.schedule.cadence_hours`` have passed since the last retrain (``cadence``), or when
     the drift check against the promoted model fires (``drift``). A retrained model is registered
     with its trigger and evidence and then put through the promotion gates; a refusal is
-    recorded, not raised. With a trailing window (:func:`window_pipeline`) the drift check and the
+    recorded, not raised; ``on_promoted`` is called with each tick that promoted a model (for
+    example to export it as a candidate bundle). With a trailing window (:func:`window_pipeline`) the drift check and the
     retrain read the window ending today, and the tick's evidence records its start and length.
     """
     schedule = pipeline.spec.training.schedule
@@ -192,6 +194,8 @@ def run_schedule(
             record = train_candidate(current, home, clock, progress, trigger.value, tick.evidence)
             last_retrain = now
             tick = _settle(registry, current, record, tick, now)
+            if on_promoted is not None and tick.outcome.startswith("promoted "):
+                on_promoted(tick)
         progress(f"schedule iteration {iteration}: {tick.outcome}")
         _append(log, tick)
         ticks.append(tick)

@@ -12,24 +12,29 @@ from backend.engine.pipeline import compile_pipeline
 from backend.home import Home, acts_home
 from backend.runs.backtest import run_backtest
 from backend.runs.replay import replay
-from scripts.cli import print_summary, progress_printer
+from scripts.cli import print_bundle, print_summary, progress_printer
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    demo = sub.add_parser("demo", help="the offline quick start: lake, train, backtest, replay")
+    demo = sub.add_parser("demo", help="the offline quick start: lake, shipped bundle, backtest, replay")
     demo.add_argument("overrides", nargs="*")
     demo.set_defaults(handler=cmd_demo)
 
 
 def cmd_demo(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    """Build the lake, train, backtest and replay on the embedded defaults, offline."""
-    raw, run_dir = compose_with_hydra(args.overrides)
+    """Build the lake, backtest with the shipped bundle (installed on first use) and replay, offline.
+
+    ``model.source=train`` (as an override) trains walk-forward instead.
+    """
+    raw, run_dir = compose_with_hydra(["model.source=bundle", *args.overrides])
     pipeline = compile_pipeline(validate_raw(raw))
-    summary = run_backtest(pipeline, Home(acts_home()), run_dir, WallClock(), progress_printer(err))
+    home, wall = Home(acts_home()), WallClock()
+    summary = run_backtest(pipeline, home, run_dir, wall, progress_printer(err))
     progress_printer(err)("replaying the run from its recorded inputs")
     report = replay(Path(summary["run_dir"]))
     out.write(f"ACTS demo: backtest {pipeline.spec.name} on {summary['symbols']} symbols, offline\n")
     print_summary(summary, out)
+    print_bundle(pipeline, home, out)
     out.write(f"  replay_identical  {report.identical}\n")
     out.write(f"run folder: {summary['run_dir']}\nreport: {summary['report']}\n")
     return 0 if report.identical else 1

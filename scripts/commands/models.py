@@ -6,6 +6,8 @@ import argparse
 import json
 from typing import TextIO
 
+from backend.bundles.store import BundleStore
+from backend.bundles.verify import read_manifest
 from backend.clock import WallClock
 from backend.config.compose import compose_with_hydra, validate_raw
 from backend.home import Home, acts_home
@@ -33,6 +35,12 @@ def cmd_models(args: argparse.Namespace, out: TextIO, err: TextIO, clock=None) -
         records = registry.records()
         if not records:
             out.write(f"no models in {registry.root}\n")
+        store = BundleStore.of_home(Home(acts_home()))
+        active = store.state().active
+        for key in store.installed():
+            manifest, _ = read_manifest(store.folder(key))
+            mark = "installed, active" if key == active else "installed"
+            out.write(f"{manifest.model_version}  {mark}  bundle {key}\n")
         for record in records:
             aucs = [f["auc"] for f in record["fold_metrics"] if f["auc"] is not None]
             mean_auc = round(sum(aucs) / len(aucs), 4) if aucs else None

@@ -24,6 +24,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("inputs and records", ("backend.data", "backend.features", "backend.strategy", "backend.audit")),
     ("execution and stores", ("execution", "backend.profiles", "backend.sandbox")),
     ("kernel and models", ("backend.engine", "backend.models", "backend.control")),
+    ("bundles", ("backend.bundles",)),
     ("runs", ("backend.runs",)),
     ("runtime", ("backend.runtime",)),
     ("shell", ("scripts",)),
@@ -214,7 +215,7 @@ def test_an_upward_import_inside_a_function_is_named_with_its_module_and_line(tm
     ]
     assert layering_violations(found) == [
         "backend.data.feed imports backend.runs.runner (line 5): backend.data (layer 2, inputs and records) "
-        "may not import the higher backend.runs (layer 5, runs)"
+        "may not import the higher backend.runs (layer 6, runs)"
     ]
     assert package_cycles(root, found) == [
         "circular dependency: backend.data -> backend.runs (backend.data.feed imports backend.runs.runner (line 5)); "
