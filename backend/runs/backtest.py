@@ -16,13 +16,8 @@ from backend.clock import WallClock
 from backend.engine.pipeline import Pipeline
 from backend.errors import ConfigError
 from backend.home import Home
-<<<<<<< HEAD
 from backend.models.bundle import ModelBundle, save_bundle
-from backend.runs.runner import Outcome, Progress, execute, frame_sha256, load_bars, train_bundle, write_json
-=======
-from backend.models.bundle import save_bundle
 from backend.runs.runner import InstalledBundle, Outcome, Progress, execute, frame_sha256, load_bars, train_bundle, write_json
->>>>>>> main
 from execution.accounting.campaigns import CampaignPnl, campaign_pnl, campaign_totals
 
 _MARKER_KIND = {"enter": "entry", "exit": "exit", "scale_out": "scale_out", "reenter": "reentry"}
@@ -140,7 +135,6 @@ def report(pipeline: Pipeline, outcome: Outcome, summary: dict[str, object]) -> 
     return render_report(f"ACTS backtest {pipeline.spec.name}", summary, matrix.ts_ms, outcome.equity, prices, markers)
 
 
-<<<<<<< HEAD
 def write_inputs(run_dir: Path, pipeline: Pipeline, bars: pl.DataFrame, snapshot: dict[str, str]) -> None:
     """Write what a run is made of: the resolved spec, the input bars and their lake snapshot and hash."""
     write_json(run_dir / "spec.json", pipeline.spec.model_dump(mode="json"))
@@ -165,9 +159,6 @@ def write_results(
     return summary
 
 
-def run_backtest(pipeline: Pipeline, home: Home, run_dir: Path, wall: WallClock, progress: Progress) -> dict[str, object]:
-    """Run a backtest of ``pipeline`` and write everything into ``run_dir``; return the summary."""
-=======
 def run_backtest(
     pipeline: Pipeline, home: Home, run_dir: Path, wall: WallClock, progress: Progress, installed: InstalledBundle | None = None
 ) -> dict[str, object]:
@@ -179,27 +170,16 @@ def run_backtest(
     """
     if pipeline.spec.model.source == "bundle" and installed is None:
         installed = installed_source(home, wall.now_ms, SHIPPED_DIR, load_channel().bundle)
->>>>>>> main
     started = wall.monotonic()
     # Refuse a used folder and load the data before writing anything, so a failure leaves no litter.
     prepare_run_dir(run_dir, create=False)
     bars, snapshot = load_bars(pipeline.spec, home, progress)
     prepare_run_dir(run_dir)
-<<<<<<< HEAD
     write_inputs(run_dir, pipeline, bars, snapshot)
-    progress(f"training walk-forward on {bars.height} bars")
-    trained = wall.monotonic()
-    bundle = train_bundle(pipeline, bars, snapshot, progress)
-=======
-    write_json(run_dir / "spec.json", pipeline.spec.model_dump(mode="json"))
-    bars.write_parquet(run_dir / "inputs.parquet", compression="zstd")
-    write_json(run_dir / "inputs.json", {"lake_snapshot": snapshot, "inputs_sha256": frame_sha256(bars), "rows": bars.height})
     source = pipeline.spec.model.source
     progress(f"training walk-forward on {bars.height} bars" if source == "train" else f"using the {source} model: no training")
     trained = wall.monotonic()
     bundle = train_bundle(pipeline, bars, snapshot, progress, home, installed=installed)
-    save_bundle(bundle, run_dir / "model")
->>>>>>> main
     train_seconds = wall.monotonic() - trained
     progress(f"running the spine over {bars.height} bar events")
     outcome = execute(pipeline, bars, bundle, wall)

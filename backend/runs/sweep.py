@@ -84,9 +84,10 @@ def variant_bundle(bundle: ModelBundle, pipeline: Pipeline) -> ModelBundle:
 
     The boosters are the group's (the variants share every setting that shapes them); a trained
     bundle's lineage names the spec it was trained for, so each variant gets its own spec hash (and
-    thus the bundle version its decisions are stamped with when run alone). A promoted bundle is used as it is.
+    thus the bundle version its decisions are stamped with when run alone). A bundle not trained by
+    this run (promoted, installed) is used as it is.
     """
-    if pipeline.spec.model.source == "promoted":
+    if pipeline.spec.model.source != "train":
         return bundle
     return replace(bundle, lineage={**bundle.lineage, "spec_hash": pipeline.spec_hash})
 
