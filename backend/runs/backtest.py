@@ -17,7 +17,7 @@ from backend.engine.pipeline import Pipeline
 from backend.errors import ConfigError
 from backend.home import Home
 from backend.models.bundle import save_bundle
-from backend.runs.runner import InstalledBundle, Outcome, Progress, execute, frame_sha256, load_bars, train_bundle, write_json
+from backend.runs.runner import Outcome, Progress, execute, frame_sha256, load_bars, train_bundle, write_json
 from execution.accounting.campaigns import CampaignPnl, campaign_pnl, campaign_totals
 
 _MARKER_KIND = {"enter": "entry", "exit": "exit", "scale_out": "scale_out", "reenter": "reentry"}
@@ -135,17 +135,14 @@ def report(pipeline: Pipeline, outcome: Outcome, summary: dict[str, object]) -> 
     return render_report(f"ACTS backtest {pipeline.spec.name}", summary, matrix.ts_ms, outcome.equity, prices, markers)
 
 
-def run_backtest(
-    pipeline: Pipeline, home: Home, run_dir: Path, wall: WallClock, progress: Progress, installed: InstalledBundle | None = None
-) -> dict[str, object]:
+def run_backtest(pipeline: Pipeline, home: Home, run_dir: Path, wall: WallClock, progress: Progress) -> dict[str, object]:
     """Run a backtest of ``pipeline`` and write everything into ``run_dir``; return the summary.
 
     With ``model.source=bundle`` the bundle is the home's active installed one (on first use the
-    newest compatible bundle shipped in ``bundles/`` of the channel's line is installed), unless
-    ``installed`` supplies another source.
+    newest compatible bundle shipped in ``bundles/`` of the channel's line is installed).
     """
-    if pipeline.spec.model.source == "bundle" and installed is None:
-        installed = installed_source(home, wall.now_ms, SHIPPED_DIR, load_channel().bundle)
+    source = pipeline.spec.model.source
+    installed = installed_source(home, wall.now_ms, SHIPPED_DIR, load_channel().bundle) if source == "bundle" else None
     started = wall.monotonic()
     # Refuse a used folder and load the data before writing anything, so a failure leaves no litter.
     prepare_run_dir(run_dir, create=False)
@@ -154,7 +151,6 @@ def run_backtest(
     write_json(run_dir / "spec.json", pipeline.spec.model_dump(mode="json"))
     bars.write_parquet(run_dir / "inputs.parquet", compression="zstd")
     write_json(run_dir / "inputs.json", {"lake_snapshot": snapshot, "inputs_sha256": frame_sha256(bars), "rows": bars.height})
-    source = pipeline.spec.model.source
     progress(f"training walk-forward on {bars.height} bars" if source == "train" else f"using the {source} model: no training")
     trained = wall.monotonic()
     bundle = train_bundle(pipeline, bars, snapshot, progress, home, installed=installed)

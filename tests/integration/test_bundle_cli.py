@@ -102,6 +102,8 @@ def test_no_compatible_shipped_bundle_is_refused_with_the_reasons(acts_home: Pat
         ensure_installed(Home(acts_home), shipped, "sim_v1", running(), 1, lambda _m: None)
     with pytest.raises(Exception, match="none found"):
         ensure_installed(Home(acts_home), tmp_path / "empty", "sim_v1", running(), 1, lambda _m: None)
+    installed = ensure_installed(Home(acts_home), SHIPPED_DIR, "sim_v1", running(), 1, lambda _m: None)
+    assert ensure_installed(Home(acts_home), tmp_path / "empty", "sim_v1", running(), 2, lambda _m: None) == installed
 
 
 # ---------------------------------------------------------------- install, list, rollback
@@ -154,8 +156,9 @@ def test_build_writes_a_bundle_with_lineage_and_a_rebuild_is_identical(acts_home
     manifest = manifest_of(folder)
     assert lineage["model_version"] == manifest["model_version"] and lineage["built_with"]["package"] == running().app_version
     assert set(manifest) >= {"compat", "training", "data_hashes", "parameters", "gates", "smoke", "files"}
-    code, out, err = acts("bundle", "build", str(config), "--out", str(tmp_path / "out"), "--work-home", str(tmp_path / "w"))
-    assert code == 0 and f"bundle {folder} (unchanged)" in out  # the same config and code give the same bundle
+    for _ in range(2):  # a fresh work home, then the same one again (its model is promoted already)
+        code, out, err = acts("bundle", "build", str(config), "--out", str(tmp_path / "out"), "--work-home", str(tmp_path / "w"))
+        assert code == 0 and f"bundle {folder} (unchanged)" in out  # the same config and code give the same bundle
 
 
 def test_build_from_a_promoted_model_and_the_refusals(tiny_bundle: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -298,3 +301,24 @@ def test_channel_config_errors_name_the_file_or_field(tmp_path: Path, monkeypatc
     monkeypatch.setattr(channel_module, "GIT", str(tmp_path / "no-git"))
     with pytest.raises(Exception, match="git config failed"):
         channel_module._git(["config", "--get", "x"])
+
+
+def test_a_model_source_of_bundle_without_an_installed_source_is_refused() -> None:
+    import polars as pl
+    from stubs import small_spec
+
+    from backend.engine.pipeline import compile_pipeline
+    from backend.runs.runner import train_bundle
+
+    with pytest.raises(Exception, match="model.source=bundle needs the home's installed bundles"):
+        train_bundle(compile_pipeline(small_spec("model.source=bundle")), pl.DataFrame(), {}, lambda _m: None)
+
+
+def test_update_asks_the_operator_on_a_terminal(acts_home: Path, remote: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    monkeypatch.setattr("sys.stdin", Terminal("y\n"))
+    code, out, _ = acts("bundle", "update", "--bundle", "tiny", "--remote", str(remote))
+    assert code == 0 and "installed tiny/1.1.0 (previous none)" in out
