@@ -33,3 +33,8 @@ bench: install
 
 clean:
 	rm -rf $(VENV) .pytest_cache .coverage htmlcov
+
+# Issue 16: reliability drills (SIGKILL x100 each, kill switch, fuzzing, emulator faults) -> docs/reliability.md
+.PHONY: drill
+drill: install
+	$(BIN)/acts drill --trials 100 --fuzz-examples 500 --out docs/reliability.md

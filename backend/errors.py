@@ -25,6 +25,10 @@ class ReplayError(ActsError):
     """A recorded run cannot be replayed from its inputs."""
 
 
+class ArtifactError(ActsError):
+    """A run folder's file is missing, unreadable or corrupted; the message names the file and what is wrong."""
+
+
 class ControlError(ActsError):
     """A control-plane action (kill switch) was refused; the message names the field and the value."""
 

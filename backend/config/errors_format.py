@@ -26,6 +26,8 @@ def describe_error(error: dict[str, Any], prefix: str = "") -> str:
     kind = error["type"]
     ctx = error.get("ctx") or {}
     value = error.get("input")
+    if kind == "finite_number":
+        return f"'{key}' must be a finite number, was {value!r}"
     for bound, word in _BOUND_WORDS.items():
         if bound in ctx:
             return f"'{key}' must be {word} {ctx[bound]}, was {value!r}"

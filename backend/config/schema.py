@@ -15,9 +15,10 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
 class Spec(BaseModel):
-    """Base of every config schema: frozen, unknown keys refused."""
+    """Base of every config schema: frozen, unknown keys refused, NaN and infinities refused."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid", strict=False)
+    # NaN passes no bound check but fails every comparison, so it is refused before the bounds are read.
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=False, allow_inf_nan=False)
 
 
 Name = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.@-]+$")]

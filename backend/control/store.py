@@ -24,10 +24,9 @@ from backend.clock import Clock
 from backend.errors import ControlError
 from backend.home import acts_home
 from backend.sqlite import SqliteStore, transaction
+from backend.config.text import AUTHOR_MAX_CHARS, REASON_MAX_CHARS, attribution  # noqa: F401 (bounds re-exported)
 
 DB_FILENAME = "acts.db"
-AUTHOR_MAX_CHARS = 64
-REASON_MAX_CHARS = 500
 KILL = "kill"
 RESUME = "resume"
 
@@ -110,15 +109,6 @@ class ControlStatus:
         }
 
 
-def _checked_text(field: str, value: str, max_chars: int) -> str:
-    text = value.strip()
-    if not 1 <= len(text) <= max_chars:
-        raise ControlError(f"'{field}' must be 1 to {max_chars} characters (after trimming), was {len(text)}: {value!r}")
-    if any(ord(ch) < 32 or ord(ch) == 127 for ch in text):
-        raise ControlError(f"'{field}' must not contain control characters, was {value!r}")
-    return text
-
-
 def _action(row: sqlite3.Row) -> ControlAction:
     return ControlAction(
         seq=row["seq"],
@@ -161,8 +151,7 @@ class ControlStore(SqliteStore):
         return self._act(RESUME, False, author, reason, clock)
 
     def _act(self, action: str, killed: bool, author: str, reason: str, clock: Clock) -> ControlStatus:
-        who = _checked_text("author", author, AUTHOR_MAX_CHARS)
-        why = _checked_text("reason", reason, REASON_MAX_CHARS)
+        who, why = attribution(author, reason, ControlError)
         ts = int(clock.now_ms())
         if ts < 0:
             raise ControlError(f"'ts' of a control action must be >= 0 (UTC milliseconds), was {ts}")
@@ -203,13 +192,18 @@ class ControlStore(SqliteStore):
 
 
 def kill(author: str, reason: str, clock: Clock, path: Path | None = None) -> ControlStatus:
-    """Turn the kill switch on in the home's database (or ``path``) and log who, when and why."""
+    """Turn the kill switch on in the home's database (or ``path``) and log who, when and why.
+
+    The author and reason are checked before the database is opened: a refusal creates nothing.
+    """
+    attribution(author, reason, ControlError)
     with ControlStore(path or default_db_path()) as store:
         return store.kill(author, reason, clock)
 
 
 def resume(author: str, reason: str, clock: Clock, path: Path | None = None) -> ControlStatus:
-    """Turn the kill switch off in the home's database (or ``path``) and log who, when and why."""
+    """Turn the kill switch off in the home's database (or ``path``) and log who, when and why (checked first)."""
+    attribution(author, reason, ControlError)
     with ControlStore(path or default_db_path()) as store:
         return store.resume(author, reason, clock)
 

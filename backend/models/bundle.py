@@ -116,15 +116,24 @@ def load_bundle(directory: Path) -> ModelBundle:
     manifest_path = directory / "manifest.json"
     if not manifest_path.is_file():
         raise ModelError(f"no model bundle at {directory}: manifest.json is missing")
-    manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    try:
+        manifest = json.loads(manifest_path.read_bytes().decode("utf-8"))
+        return _bundle_of(directory, manifest)
+    except (ValueError, KeyError, TypeError) as error:  # bad JSON or UTF-8, a missing key, a wrong type
+        what = f"lacks {error}" if isinstance(error, KeyError) else f"is not a valid manifest: {error}"
+        raise ModelError(f"model bundle {manifest_path} {what}") from error
+
+
+def _bundle_of(directory: Path, manifest: dict) -> ModelBundle:
     models = []
     for row in manifest["models"]:
         model = TrainedModel(row["fold"], row["scope"], row["target"], row["seed"], row["train_rows"], "")
         path = directory / _model_file(model)
         if not path.is_file():
             raise ModelError(f"model bundle {directory}: {path.name} is missing")
-        text = path.read_text(encoding="utf-8")
-        if sha256_hex(text) != row["sha256"]:
+        raw = path.read_bytes()
+        text = raw.decode("utf-8", errors="replace")
+        if sha256_hex(text) != row["sha256"] or text.encode("utf-8") != raw:
             raise ModelError(f"model bundle {directory}: {path.name} does not match its manifest hash")
         models.append(TrainedModel(model.fold, model.scope, model.target, model.seed, model.train_rows, text))
     bundle = ModelBundle(

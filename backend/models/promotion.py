@@ -13,8 +13,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from backend.config.schema import PromotionSpec
-from backend.errors import PromotionRefused
+from backend.errors import PromotionRefused, RegistryError
 from backend.models.registry import ModelRegistry, ModelStatus, StatusTrigger
+from backend.config.text import REASON_MAX_CHARS, checked_text
 
 
 class Gate(str, enum.Enum):
@@ -106,6 +107,7 @@ def promote(registry: ModelRegistry, version: str, bounds: PromotionSpec, now_ms
     RegistryError
         When ``version`` is unknown or not a candidate.
     """
+    reason = checked_text("reason", reason, REASON_MAX_CHARS, RegistryError)
     record = registry.load(version)
     if record["status"] != ModelStatus.CANDIDATE.value:
         raise PromotionRefused(f"model {version} is {record['status']}; only a candidate can be promoted")

@@ -18,10 +18,11 @@ from backend.config.canonical import canonical_json, sha256_hex
 from backend.config.errors_format import format_validation_error
 from backend.config.schema import RiskProfileSpec
 from backend.profiles.errors import ProfileIntegrityError, ProfileValueError
+from backend.config.text import AUTHOR_MAX_CHARS, REASON_MAX_CHARS, attribution
 
 GENESIS = ""
-MAX_AUTHOR = 64
-MAX_REASON = 500
+MAX_AUTHOR = AUTHOR_MAX_CHARS
+MAX_REASON = REASON_MAX_CHARS
 
 
 @dataclass(frozen=True)
@@ -106,12 +107,13 @@ def activation_chain_hash(
     return sha256_hex(canonical_json([previous_chain_hash, name, version, commit_chain, author, ts_ms, reason]))
 
 
-def check_attribution(author: str, reason: str) -> None:
-    """Refuse an empty or oversized author or reason: every change must be attributable and explained."""
-    if not author.strip() or len(author) > MAX_AUTHOR or "\n" in author:
-        raise ProfileValueError(f"'author' must be 1 to {MAX_AUTHOR} characters on one line, was {author!r}")
-    if not reason.strip() or len(reason) > MAX_REASON:
-        raise ProfileValueError(f"'reason' must be 1 to {MAX_REASON} characters, was {reason!r}")
+def check_attribution(author: str, reason: str) -> tuple[str, str]:
+    """Return the trimmed author and reason, or refuse them by the one free-text rule (``backend.config.text``).
+
+    Every change must be attributable and explained: both are required, 1 to 64 and 1 to 500
+    characters, with no control character (so a reason cannot forge lines of ``acts profile log``).
+    """
+    return attribution(author, reason, ProfileValueError)
 
 
 def apply_changes(tree: Mapping[str, Any], changes: Mapping[str, Any]) -> dict[str, Any]:

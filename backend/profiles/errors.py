@@ -32,3 +32,15 @@ class ProfileValueError(ConfigError):
 
 class ProfileIntegrityError(ProfileError):
     """A stored row does not match its hashes, or no longer validates: the active profile is not usable."""
+
+
+class BrokenChainError(ProfileIntegrityError):
+    """The stored history fails ``acts profile verify``: nothing may be committed or activated on top of it."""
+
+    def __init__(self, what: str, problems: tuple[str, ...], path: object) -> None:
+        super().__init__(
+            f"no new {what} while the profile history is broken ({len(problems)} problems; first: {problems[0]}); "
+            f"nothing written. Recover: stop every writer, restore {path} from a backup taken before the bad row "
+            "(hash-chained rows cannot be repaired in place), then check with `acts profile verify`"
+        )
+        self.problems = problems

@@ -31,6 +31,7 @@ from backend.profiles.core import (
     validate_profile,
 )
 from backend.profiles.errors import (
+    BrokenChainError,
     ProfileError,
     ProfileIntegrityError,
     StaleProfileError,
@@ -283,9 +284,15 @@ class ProfileStore(SqliteStore):
         ProfileError
             When the changes leave the content identical to the parent.
         """
-        check_attribution(author, reason)
+        author, reason = check_attribution(author, reason)
         with self._transaction() as conn:
+            self._refuse_broken_chain("commit")
             parent = self._find(conn, name, None)
+            if expected_parent > parent.version:
+                raise UnknownProfileError(
+                    f"profile {name!r} v{expected_parent} does not exist: the latest is v{parent.version}; nothing "
+                    f"written (base the change on v{parent.version}, or leave --parent out)"
+                )
             if parent.version != expected_parent:
                 raise StaleProfileError(name, expected_parent, parent.version)
             if sha256_hex(parent.content) != parent.content_hash:
@@ -311,14 +318,20 @@ class ProfileStore(SqliteStore):
         ProfileError
             When it is already the active version.
         """
-        check_attribution(author, reason)
+        author, reason = check_attribution(author, reason)
         with self._transaction() as conn:
+            self._refuse_broken_chain("activation")
             commit = self._find(conn, name, version)
             commit.spec()
             head = self._head(conn)
             if head is not None and (head.name, head.version) == (name, version):
                 raise ProfileError(f"profile {name!r} v{version} is already active; nothing written")
             return self._insert_activation(conn, commit, author, reason)
+
+    def _refuse_broken_chain(self, what: str) -> None:
+        report = self.verify_chain()
+        if not report.ok:
+            raise BrokenChainError(what, report.problems, self.path)
 
     # ------------------------------------------------------------ audit
     def verify_chain(self) -> ChainReport:

@@ -36,15 +36,22 @@ import numpy as np
 import polars as pl
 import yaml
 
-from backend.audit.decisions import clean_float, decision_log_sha256, read_decisions
+from backend.audit.artifacts import (
+    INPUTS_KEYS,
+    SUMMARY_KEYS,
+    decimal_value,
+    read_json,
+    read_parquet,
+    read_spec,
+)
+from backend.audit.decisions import COLUMNS, clean_float, decision_log_sha256
 from backend.clock import Clock, WallClock
 from backend.config.canonical import canonical_json
 from backend.config.compose import validate_raw
 from backend.config.diff import ConfigChange, diff_configs
 from backend.engine.pipeline import compile_pipeline
 from backend.errors import AuditError
-from backend.models.bundle import load_bundle
-from backend.runs.replay import apply_overrides, first_divergence, replay
+from backend.runs.replay import apply_overrides, first_divergence, read_bundle, replay
 from backend.runs.runner import Outcome, execute
 from execution.accounting.portfolio import Fill
 
@@ -55,6 +62,7 @@ SHOWN = ("seq", *DECIDED, "p_up", "expected_return", "qty")
 # Identities hashed from the spec (like replay.STAMP_COLUMNS): they differ on every row under any change.
 EXTRA_STAMPS = ("campaign_id",)
 _CENT = Decimal("0.00000001")
+FILL_COLUMNS = ("order_id", "ts", "symbol", "side", "qty", "price", "fee")
 SERIES_POINTS = 600  # most points per series kept for the page's charts and the JSON
 
 
@@ -74,34 +82,34 @@ class RunRecord:
     inputs_sha256: str
 
 
-def _read_json(path: Path) -> Any:
-    return json.loads(path.read_text(encoding="utf-8"))
-
-
 def load_run_record(run_dir: Path) -> RunRecord:
-    """Read a finished run folder; refuse an incomplete folder or a decision log that was altered."""
+    """Read a finished run folder; refuse an incomplete folder, a corrupted file or a decision log that was altered."""
     summary_path = run_dir / "summary.json"
     if not summary_path.is_file():
         raise AuditError(f"{run_dir} is not a complete run folder (summary.json is missing)")
-    summary = _read_json(summary_path)
-    decisions = read_decisions(run_dir / "decisions.parquet")
+    summary = read_json(summary_path, SUMMARY_KEYS)
+    decisions = read_parquet(run_dir / "decisions.parquet", COLUMNS).select(COLUMNS)
     if decision_log_sha256(decisions) != summary["decision_log_sha256"]:
         raise AuditError(f"{run_dir}/decisions.parquet does not match the run's decision_log_sha256; the log was altered")
+    fills_path = run_dir / "fills.parquet"
     fills = tuple(
-        Fill(row["order_id"], row["ts"], row["symbol"], row["side"], Decimal(row["qty"]), Decimal(row["price"]), Decimal(row["fee"]))
-        for row in pl.read_parquet(run_dir / "fills.parquet").iter_rows(named=True)
+        Fill(
+            row["order_id"], row["ts"], row["symbol"], row["side"], decimal_value(fills_path, "qty", row["qty"]),
+            decimal_value(fills_path, "price", row["price"]), decimal_value(fills_path, "fee", row["fee"]),
+        )
+        for row in read_parquet(fills_path, FILL_COLUMNS).iter_rows(named=True)
     )
-    equity = pl.read_parquet(run_dir / "equity.parquet")
+    equity = read_parquet(run_dir / "equity.parquet", ("ts", "equity"))
     return RunRecord(
         label=str(run_dir),
-        spec=_read_json(run_dir / "spec.json"),
+        spec=read_spec(run_dir / "spec.json")[0],
         decisions=decisions,
         fills=fills,
         ts_ms=equity["ts"].to_numpy(),
         equity=equity["equity"].to_numpy(),
-        fees_paid=Decimal(summary["fees_paid"]),
-        realized_pnl=Decimal(summary["realized_pnl"]),
-        inputs_sha256=_read_json(run_dir / "inputs.json")["inputs_sha256"],
+        fees_paid=decimal_value(summary_path, "fees_paid", summary["fees_paid"]),
+        realized_pnl=decimal_value(summary_path, "realized_pnl", summary["realized_pnl"]),
+        inputs_sha256=read_json(run_dir / "inputs.json", INPUTS_KEYS)["inputs_sha256"],
     )
 
 
@@ -349,7 +357,7 @@ def profile_file_override(path: Path) -> str:
         raise AuditError(f"--profile-file {path}: no such file")
     try:
         tree = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as error:
+    except (yaml.YAMLError, UnicodeDecodeError) as error:
         raise AuditError(f"--profile-file {path}: not valid YAML ({error})") from error
     if not isinstance(tree, dict):
         raise AuditError(f"--profile-file {path}: must hold a mapping of profile fields, was {type(tree).__name__}")
@@ -384,7 +392,7 @@ def store_profile_override(
         spec_path = run_dir / "spec.json"
         if not spec_path.is_file():
             raise AuditError(f"{run_dir} is not a complete run folder (spec.json is missing)")
-        name = _read_json(spec_path)["risk"]["name"]
+        name = read_spec(spec_path)[1].risk.name
     try:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as error:
@@ -415,8 +423,8 @@ def audit_replay(run_dir: Path, overrides: Sequence[str], wall: WallClock | None
     original = load_run_record(run_dir)
     replay(run_dir, overrides, wall)
     changed = apply_overrides(original.spec, overrides)
-    bars = pl.read_parquet(run_dir / "inputs.parquet")
-    outcome = execute(compile_pipeline(validate_raw(changed)), bars, load_bundle(run_dir / "model"), wall)
+    bars = read_parquet(run_dir / "inputs.parquet")
+    outcome = execute(compile_pipeline(validate_raw(changed)), bars, read_bundle(run_dir / "model"), wall)
     replayed = record_from_outcome(f"replay of {run_dir}", changed, outcome, original.inputs_sha256)
     return compare_records("replay", original, replayed, bars)
 
@@ -429,7 +437,7 @@ def audit_runs(run_a: Path, run_b: Path) -> AuditDiff:
             f"runs {run_a} and {run_b} saw different inputs (inputs_sha256 {original.inputs_sha256[:12]} vs "
             f"{other.inputs_sha256[:12]}); an audit diff compares runs over the same inputs"
         )
-    return compare_records("runs", original, other, pl.read_parquet(run_a / "inputs.parquet"))
+    return compare_records("runs", original, other, read_parquet(run_a / "inputs.parquet"))
 
 
 # ---------------------------------------------------------------- rendering

@@ -18,15 +18,24 @@ from typing import Any
 import polars as pl
 import yaml
 
+from backend.audit.artifacts import INPUTS_KEYS, SUMMARY_KEYS, read_json, read_parquet, read_spec
 from backend.audit.decisions import canonical_lines, decision_log_sha256
 from backend.clock import WallClock
 from backend.config.canonical import content_hash
 from backend.config.compose import validate_raw
 from backend.config.diff import ConfigChange, diff_configs
 from backend.engine.pipeline import compile_pipeline
-from backend.errors import ReplayError
-from backend.models.bundle import load_bundle
+from backend.errors import ArtifactError, ModelError, ReplayError
+from backend.models.bundle import ModelBundle, load_bundle
 from backend.runs.runner import execute, frame_sha256
+
+def read_bundle(directory: Path) -> ModelBundle:
+    """Load and verify a run's ``model/`` bundle; a missing or corrupted one is an ArtifactError naming the file."""
+    try:
+        return load_bundle(directory)
+    except ModelError as error:
+        raise ArtifactError(str(error)) from error
+
 
 # Only these groups may change in a replay: the rest would change the inputs or the model.
 REPLAYABLE_GROUPS = ("risk", "strategy", "execution", "name", "mode")
@@ -80,7 +89,10 @@ def apply_overrides(raw: dict[str, Any], overrides: Sequence[str]) -> dict[str, 
             if not isinstance(node.get(part), dict):
                 raise ReplayError(f"override {key!r}: {part!r} is not a config section")
             node = node[part]
-        node[parts[-1]] = yaml.safe_load(text)
+        try:
+            node[parts[-1]] = yaml.safe_load(text)
+        except yaml.YAMLError as error:
+            raise ReplayError(f"override {key!r}: the value is not valid YAML, was {text!r}") from error
     return out
 
 
@@ -121,25 +133,26 @@ def replay(run_dir: Path, overrides: Sequence[str] = (), wall: WallClock | None 
     ReplayError
         When the folder is not a complete run, its recorded inputs or model do not match their
         hashes, or an override touches what a replay cannot change.
+    ArtifactError
+        When a file of the folder is missing, unreadable or corrupted (naming the file and the fault).
     """
     wall = wall or WallClock()
-    summary_path = run_dir / "summary.json"
-    if not summary_path.is_file():
+    if not (run_dir / "summary.json").is_file():
         raise ReplayError(f"{run_dir} is not a complete run folder (summary.json is missing)")
-    summary = json.loads(summary_path.read_text(encoding="utf-8"))
-    raw = json.loads((run_dir / "spec.json").read_text(encoding="utf-8"))
-    if content_hash(validate_raw(raw)) != summary["spec_hash"]:
+    summary = read_json(run_dir / "summary.json", SUMMARY_KEYS)
+    raw, spec = read_spec(run_dir / "spec.json")
+    if content_hash(spec) != summary["spec_hash"]:
         raise ReplayError(f"{run_dir}/spec.json does not match the run's spec_hash; the spec was altered")
     changed = apply_overrides(raw, overrides)
     pipeline = compile_pipeline(validate_raw(changed))
-    bars = pl.read_parquet(run_dir / "inputs.parquet")
-    recorded = json.loads((run_dir / "inputs.json").read_text(encoding="utf-8"))
+    bars = read_parquet(run_dir / "inputs.parquet")
+    recorded = read_json(run_dir / "inputs.json", INPUTS_KEYS)
     if frame_sha256(bars) != recorded["inputs_sha256"]:
         raise ReplayError(f"{run_dir}/inputs.parquet does not match its recorded hash; the inputs were altered")
-    bundle = load_bundle(run_dir / "model")
+    bundle = read_bundle(run_dir / "model")
     if bundle.version != summary["model_version"]:
         raise ReplayError(f"{run_dir}/model is {bundle.version}, the run used {summary['model_version']}")
-    original = pl.read_parquet(run_dir / "decisions.parquet")
+    original = read_parquet(run_dir / "decisions.parquet")
     if decision_log_sha256(original) != summary["decision_log_sha256"]:
         raise ReplayError(f"{run_dir}/decisions.parquet does not match the run's decision_log_sha256; the log was altered")
     outcome = execute(pipeline, bars, bundle, wall)

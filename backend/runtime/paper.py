@@ -14,6 +14,7 @@ runtime re-raises and must be constructed again from the state folder.
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import sqlite3
@@ -28,18 +29,19 @@ from typing import Any
 import numpy as np
 import polars as pl
 
+from backend.audit.artifacts import INPUTS_KEYS, read_json, read_parquet, read_spec
 from backend.audit.decisions import DecisionLog, decision_log_sha256
 from backend.clock import SimulatedClock
-from backend.config.compose import validate_raw
 from backend.control.kill_switch import apply_kill_switch, effective_profile
 from backend.control.store import ControlStore
 from backend.engine.core import Engine, Stamp
 from backend.engine.events import BarBatch, MarketMatrix
 from backend.engine.pipeline import Pipeline, compile_pipeline
 from backend.errors import ActsError, ModelError
-from backend.models.bundle import ModelBundle, load_bundle
+from backend.models.bundle import ModelBundle
 from backend.models.registry import ModelRegistry
 from backend.profiles.watcher import ProfileWatcher
+from backend.runs.replay import read_bundle
 from backend.runs.runner import frame_sha256, market_matrix
 from backend.sqlite import transaction
 from execution.accounting.portfolio import Fill, Portfolio
@@ -206,14 +208,14 @@ def load_recorded(
         When the run's bundle is not the promoted model and ``allow_run_bundle`` is not given.
     """
     spec_path, inputs_path = run_dir / "spec.json", run_dir / "inputs.parquet"
-    if not all((run_dir / name).is_file() for name in ("spec.json", "inputs.parquet", "inputs.json")):
+    if not any((run_dir / name).exists() for name in ("spec.json", "inputs.parquet", "inputs.json")):
         raise PaperRuntimeError(f"--run-dir {run_dir} is not a recorded run (spec.json, inputs.parquet and inputs.json are needed)")
-    pipeline = compile_pipeline(validate_raw(json.loads(spec_path.read_text(encoding="utf-8"))))
-    bars = pl.read_parquet(inputs_path)
-    recorded = json.loads((run_dir / "inputs.json").read_text(encoding="utf-8"))["inputs_sha256"]
+    pipeline = compile_pipeline(read_spec(spec_path)[1])
+    bars = read_parquet(inputs_path)
+    recorded = read_json(run_dir / "inputs.json", INPUTS_KEYS)["inputs_sha256"]
     if frame_sha256(bars) != recorded:
         raise PaperRuntimeError(f"{inputs_path} does not match its recorded hash {recorded}; the inputs were altered")
-    bundle = load_bundle(run_dir / "model")
+    bundle = read_bundle(run_dir / "model")
     if not allow_run_bundle and bundle.version != installed:
         promoted = registry.promoted()
         if promoted is None or promoted["version"] != bundle.version:
@@ -425,7 +427,13 @@ class PaperRuntime:
         return equity
 
     def run(self, speed: float = 0.0, max_events: int | None = None, sleep: Sleeper = time.sleep) -> PaperResult:
-        """Process events from the next unprocessed one; sleep the bar gap divided by ``speed`` (0: no sleep)."""
+        """Process events from the next unprocessed one at ``speed`` times real time (0: no sleep).
+
+        ``speed`` is a multiplier: the sleep between two events is their bar gap divided by it, so 10 plays
+        ten times faster than real time and 0.5 at half speed.
+        """
+        if not math.isfinite(speed):
+            raise PaperRuntimeError(f"--speed must be a finite number, was {speed}")
         if speed < 0:
             raise PaperRuntimeError(f"--speed must be >= 0 (0 = as fast as possible), was {speed}")
         if max_events is not None and max_events < 1:

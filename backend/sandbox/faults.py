@@ -32,7 +32,7 @@ class FaultSpec(BaseModel):
     times in UTC ms at the emulator's base timeframe and apply to every symbol.
     """
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     rate_limit_per_second: Annotated[float, Field(gt=0.0, le=1e6)] | None = None
     fail_429_every: Every | None = None

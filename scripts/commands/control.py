@@ -7,13 +7,13 @@ reads it before every event. Times come from the wall clock here, in the shell.
 from __future__ import annotations
 
 import argparse
-import getpass
 import json
 from datetime import UTC, datetime
 from typing import TextIO
 
 from backend.clock import WallClock
 from backend.control.store import ControlStatus, default_db_path, kill, resume, status
+from backend.config.text import display_text
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -22,7 +22,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     for name, text in (("kill", "stop new risk and cancel open orders before the next event"), ("resume", "admit new risk again")):
         p = actions.add_parser(name, help=text)
         p.add_argument("--reason", required=True, help="why (logged with the action)")
-        p.add_argument("--author", default=None, help="who (default: the login name)")
+        p.add_argument("--author", required=True, help="who (logged with the action; required, no default)")
     show = actions.add_parser("status", help="the kill switch and the last logged action")
     show.add_argument("--json", action="store_true")
     control.set_defaults(handler=cmd_control)
@@ -39,7 +39,9 @@ def _describe(snapshot: ControlStatus) -> str:
     lines = [f"kill switch {state}", f"  since        {_utc(snapshot.since_ms)}", f"  actions      {snapshot.actions}"]
     last = snapshot.last_action
     if last is not None:
-        lines.append(f"  last action  {last.action} by {last.author} at {_utc(last.ts_ms)}: {last.reason}")
+        lines.append(
+            f"  last action  {last.action} by {display_text(last.author)} at {_utc(last.ts_ms)}: {display_text(last.reason)}"
+        )
     lines.append(f"  database     {default_db_path()}")
     return "\n".join(lines) + "\n"
 
@@ -54,5 +56,5 @@ def cmd_control(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             out.write(_describe(snapshot))
         return 0
     act = kill if args.action == "kill" else resume
-    out.write(_describe(act(args.author or getpass.getuser(), args.reason, WallClock())))
+    out.write(_describe(act(args.author, args.reason, WallClock())))
     return 0

@@ -24,6 +24,7 @@ from backend.data.state import IngestState
 from backend.data.universe import KrakenUniverseData, UniverseBuild, build_version, load_snapshot, load_universe, publish_version
 from backend.errors import ConfigError, DataError
 from backend.home import acts_home
+from scripts.argtypes import finite_float
 
 DEFAULT_UNIVERSE = Path(__file__).resolve().parents[2] / "conf" / "universe" / "v1.yaml"
 DEFAULT_REGISTRY = Path(__file__).resolve().parents[2] / "registry" / "universe"
@@ -40,7 +41,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         parser.add_argument("--timeframe", default="5m", choices=sorted(TIMEFRAME_MS))
         parser.add_argument("--symbols", help="comma-separated universe symbols (default: the whole universe)")
         parser.add_argument("--universe", default=str(DEFAULT_UNIVERSE), help="universe version file")
-        parser.add_argument("--rate", type=float, help="at most this many requests per second")
+        parser.add_argument("--rate", type=finite_float, help="at most this many requests per second")
         parser.add_argument("--page-limit", type=int, help="CoinAPI items per page (1..100000)")
         parser.set_defaults(handler=cmd_data)
     for name in ("backfill", "ingest"):
@@ -50,12 +51,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     ingest = actions.choices["ingest"]
     ingest.add_argument("--lookback-bars", type=int, default=12, help="re-read this many bars before the cursor")
     ingest.add_argument("--follow", action="store_true", help="keep ingesting as new data appears")
-    ingest.add_argument("--interval", type=float, default=60.0, help="seconds between rounds with --follow")
+    ingest.add_argument("--interval", type=finite_float, default=60.0, help="seconds between rounds with --follow")
     ingest.add_argument("--rounds", type=int, help="with --follow: stop after this many rounds")
     reconcile = actions.choices["reconcile"]
     reconcile.add_argument("--refetch-gaps", action="store_true", help="ask the provider again for every open gap")
     reconcile.add_argument("--compare-with", help="another lake source to compare closes with")
-    reconcile.add_argument("--tolerance-bps", type=float, default=50.0, help="allowed close difference")
+    reconcile.add_argument("--tolerance-bps", type=finite_float, default=50.0, help="allowed close difference")
     report = actions.add_parser("report", help="print and write the evidence records")
     report.add_argument("--json", action="store_true", help="print JSON lines instead of a table")
     report.set_defaults(handler=cmd_data)
@@ -69,7 +70,7 @@ def _register_universe_new(actions: argparse._SubParsersAction) -> None:
     new.add_argument("--previous", default=str(DEFAULT_UNIVERSE), help="version it follows (clusters carried over)")
     new.add_argument("--out", help="file to write (default: <previous folder>/<version>.yaml); never overwritten")
     new.add_argument("--size", type=int, default=30, help="number of coins (1..100)")
-    new.add_argument("--rate", type=float, help="at most this many Kraken requests per second")
+    new.add_argument("--rate", type=finite_float, help="at most this many Kraken requests per second")
     new.add_argument("--publish", action="store_true", help="also publish it into --registry")
     new.add_argument("--registry", default=str(DEFAULT_REGISTRY), help="universe registry folder")
     new.set_defaults(handler=cmd_universe_new)

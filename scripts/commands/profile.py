@@ -7,7 +7,6 @@ only parses and prints.
 from __future__ import annotations
 
 import argparse
-import os
 from typing import Any, TextIO
 
 import yaml
@@ -15,9 +14,10 @@ import yaml
 from backend.clock import WallClock
 from backend.config.diff import format_changes
 from backend.home import acts_home
-from backend.profiles.core import ProfileCommit, format_time_ms
+from backend.profiles.core import ProfileCommit, check_attribution, format_time_ms
 from backend.profiles.errors import ProfileError, ProfileValueError
 from backend.profiles.store import ProfileStore, home_database
+from backend.config.text import display_text
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -30,7 +30,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     change = actions.add_parser("set", help="commit a new version with KEY=VALUE changes")
     change.add_argument("assignments", nargs="+", metavar="KEY=VALUE", help="dotted keys, e.g. max_total_exposure.mode=absolute")
     change.add_argument("--reason", required=True)
-    change.add_argument("--author", help="default: $USER")
+    change.add_argument("--author", required=True, help="who (logged with the version; required, no default)")
     change.add_argument("--profile", help="default: the active profile")
     change.add_argument("--parent", help="the version the change is based on (default: the latest)")
     change.set_defaults(handler=cmd_set)
@@ -46,7 +46,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     activate.add_argument("version")
     activate.add_argument("--profile", help="default: the active profile")
     activate.add_argument("--reason", required=True)
-    activate.add_argument("--author", help="default: $USER")
+    activate.add_argument("--author", required=True, help="who (logged with the activation; required, no default)")
     activate.set_defaults(handler=cmd_activate)
     verify = actions.add_parser("verify", help="recompute every hash of the commit and activation chains")
     verify.set_defaults(handler=cmd_verify)
@@ -80,13 +80,6 @@ def _store() -> ProfileStore:
     return ProfileStore(home_database(acts_home()), WallClock())
 
 
-def _author(args: argparse.Namespace) -> str:
-    author = args.author or os.environ.get("USER", "")
-    if not author:
-        raise ProfileValueError("'author' is required: pass --author or set USER")
-    return author
-
-
 def _profile_name(store: ProfileStore, name: str | None) -> str:
     if name:
         return name
@@ -107,9 +100,9 @@ def format_show(commit: ProfileCommit, active: bool) -> str:
     return (
         f"{commit.version_string}  {'active' if active else 'not active'}\n"
         f"version: {commit.version} ({parent})\n"
-        f"author: {commit.author}\n"
+        f"author: {display_text(commit.author)}\n"
         f"time: {format_time_ms(commit.ts_ms)}\n"
-        f"reason: {commit.reason}\n"
+        f"reason: {display_text(commit.reason)}\n"
         f"content_hash: {commit.content_hash}\n"
         f"chain_hash: {commit.chain_hash}\n"
         "---\n" + yaml.safe_dump(commit.tree(), sort_keys=True)
@@ -124,10 +117,10 @@ def format_log(store: ProfileStore, name: str) -> str:
     for commit in reversed(commits):
         parent = "no parent" if commit.parent_version is None else f"parent v{commit.parent_version}"
         lines.append(
-            f"v{commit.version}  {format_time_ms(commit.ts_ms)}  {commit.author}  {parent}  "
+            f"v{commit.version}  {format_time_ms(commit.ts_ms)}  {display_text(commit.author)}  {parent}  "
             f"content {commit.content_hash[:12]}  chain {commit.chain_hash[:12]}"
         )
-        lines.append(f"    reason: {commit.reason}")
+        lines.append(f"    reason: {display_text(commit.reason)}")
         if commit.parent_version is not None:
             changes = store.diff(name, commit.parent_version, commit.version)
             lines.extend(f"    {line}" for line in format_changes(changes).splitlines())
@@ -135,7 +128,7 @@ def format_log(store: ProfileStore, name: str) -> str:
     for activation in store.activations(name):
         lines.append(
             f"  #{activation.seq}  {format_time_ms(activation.ts_ms)}  v{activation.version}  "
-            f"{activation.author}  reason: {activation.reason}"
+            f"{display_text(activation.author)}  reason: {display_text(activation.reason)}"
         )
     return "\n".join(lines) + "\n"
 
@@ -151,11 +144,14 @@ def cmd_show(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
 def cmd_set(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     """Commit KEY=VALUE changes as a new version; refuse out-of-bound values, writing nothing."""
+    # Everything the user typed is checked before the store is opened (opening it may seed the presets).
     changes = parse_assignments(args.assignments)
+    author, reason = check_attribution(args.author, args.reason)
+    asked_parent = None if args.parent is None else parse_version(args.parent)
     with _store() as store:
         name = _profile_name(store, args.profile)
-        parent = store.show(name).version if args.parent is None else parse_version(args.parent)
-        commit = store.set(name, changes, _author(args), args.reason, expected_parent=parent)
+        parent = store.show(name).version if asked_parent is None else asked_parent
+        commit = store.set(name, changes, author, reason, expected_parent=parent)
         out.write(f"committed {commit.version_string} (parent v{parent})\n")
         out.write("".join(f"  {line}\n" for line in format_changes(store.diff(name, parent, commit.version)).splitlines()))
     out.write(f"not active yet: `acts profile activate {commit.version} --profile {name} --reason TEXT` uses it\n")
@@ -181,9 +177,10 @@ def cmd_diff(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 def cmd_activate(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     """Make a version the active profile; a running engine uses it from its next event."""
     version = parse_version(args.version)
+    author, reason = check_attribution(args.author, args.reason)
     with _store() as store:
         name = _profile_name(store, args.profile)
-        activation = store.activate(name, version, _author(args), args.reason)
+        activation = store.activate(name, version, author, reason)
         out.write(f"active: {store.show(name, version).version_string} (activation #{activation.seq} by {activation.author})\n")
     return 0
 

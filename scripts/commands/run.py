@@ -1,7 +1,7 @@
 """`acts run --mode paper --source recorded --run-dir RUN`: the paper runtime on a recorded run.
 
-The recorded run's bars are played event by event (sleeping the bar gap divided by ``--speed``;
-0 = as fast as possible) through the engine and the journalled simulated broker. State lives in
+The recorded run's bars are played event by event at ``--speed`` times real time (10 or 10x: ten
+times faster, a 5-minute bar every 30 s; 0.5: half speed; max: no waiting) through the engine and the journalled simulated broker. State lives in
 ``--state`` (default ``$ACTS_HOME/paper/<run name>``): run the same command again to continue
 after a stop or a crash. The decision log so far is written to ``<state>/decisions.parquet`` at every
 stop (the journal's ``paper_decisions`` table is the durable copy). The kill switch (``acts control kill``) is read before every event.
@@ -26,17 +26,21 @@ from backend.home import Home, acts_home
 from backend.models.registry import ModelRegistry
 from backend.profiles.store import ProfileStore
 from backend.profiles.watcher import ProfileWatcher
-from backend.runtime.paper import PaperRuntime, crash_hook, load_recorded
+from backend.runtime.paper import PaperRuntime, PaperRuntimeError, crash_hook, load_recorded
+from scripts.argtypes import SPEED_HELP, bounded_int, speed
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    run = sub.add_parser("run", help="run the engine in real time: paper trading on a recorded run")
+    run = sub.add_parser(
+        "run", help="run the engine in real time: paper trading on a recorded run",
+        epilog="examples: --speed 1 (real time), --speed 10x (ten times faster), --speed 0.5 (half speed), --speed max",
+    )
     run.add_argument("--mode", choices=("paper",), required=True, help="paper: simulated broker, durable state")
     run.add_argument("--source", choices=("recorded",), required=True, help="recorded: a backtest run folder's bars")
     run.add_argument("--run-dir", type=Path, required=True, help="the recorded run folder")
     run.add_argument("--state", type=Path, default=None, help="state folder (default $ACTS_HOME/paper/<run name>)")
-    run.add_argument("--speed", type=float, default=1.0, help="time scale of the bar gaps (0 = as fast as possible)")
-    run.add_argument("--max-events", type=int, default=None, help="stop after this many events (resumable)")
+    run.add_argument("--speed", type=speed, default=1.0, help=SPEED_HELP)
+    run.add_argument("--max-events", type=bounded_int(1, 10**12), default=None, help="stop after this many events (resumable)")
     run.add_argument("--allow-run-bundle", action="store_true", help="use the run's own bundle when it is not promoted")
     run.add_argument("--profile-store", type=Path, default=None, help="profile database to pick up activations from")
     run.set_defaults(handler=cmd_run)
@@ -44,6 +48,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def cmd_run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     """Run (or continue) a paper session and print where it stopped as JSON."""
+    # Every argument is checked before anything is written (argparse checked the numbers).
     home = Home(acts_home())
     active = BundleStore.of_home(home).active(running())
     installed = active.manifest.model_version if active is not None else None
@@ -51,6 +56,10 @@ def cmd_run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     if installed is not None and feed.bundle.version == installed:
         err.write(f"using the installed bundle {active.manifest.key} (model {installed})\n")
     state = args.state if args.state is not None else home.root / "paper" / feed.pipeline.spec.name
+    if state.exists() and not state.is_dir():
+        raise PaperRuntimeError(f"--state {state} is not a folder")
+    if args.profile_store is not None and not args.profile_store.is_file():
+        raise PaperRuntimeError(f"--profile-store {args.profile_store} does not exist (a profile database, e.g. $ACTS_HOME/acts.db)")
     store = ProfileStore(args.profile_store, WallClock()) if args.profile_store is not None else None
     watcher = ProfileWatcher(store) if store is not None else None
     with ControlStore(default_db_path()) as control:

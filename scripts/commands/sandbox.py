@@ -17,6 +17,7 @@ from backend.data.simulator import simulate_ohlcv
 from backend.errors import DataError, SandboxError
 from backend.sandbox import CoinApiEmulator, FaultSpec, KrakenEmulator, load_fault_spec
 from backend.sandbox.server import Emulator
+from scripts.argtypes import finite_float
 
 _POLL_SECONDS = 0.02
 
@@ -34,7 +35,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     sandbox.add_argument("--port", type=int, default=0, help="port on 127.0.0.1 (0: any free port)")
     sandbox.add_argument("--faults", type=Path, help="YAML file of a FaultSpec")
     sandbox.add_argument("--api-key", default="sandbox-key", help="the key the CoinAPI emulator accepts")
-    sandbox.add_argument("--max-seconds", type=float, help="stop after this many seconds")
+    sandbox.add_argument("--max-seconds", type=finite_float, help="stop after this many seconds")
     sandbox.add_argument("--serve-requests", type=int, help="stop after this many requests")
     sandbox.set_defaults(handler=cmd_sandbox)
 

@@ -127,7 +127,7 @@ def test_without_an_active_profile_a_name_is_required(history: Path) -> None:
 
 # ---------------------------------------------------------------- set
 def test_set_commits_on_the_latest_version_of_the_active_profile(history: Path) -> None:
-    code, out, err = acts("profile", "set", "max_cluster_exposure.mode=absolute", "max_cluster_exposure.value=25000", "--reason", "usd caps")
+    code, out, err = acts("profile", "set", "max_cluster_exposure.mode=absolute", "max_cluster_exposure.value=25000", "--reason", "usd caps", "--author", "dana")
 
     with open_store(history) as store:
         v4 = store.show("balanced")
@@ -174,14 +174,14 @@ def test_set_takes_author_profile_and_parent_from_options(history: Path) -> None
 def test_set_refuses_bad_values_exits_2_and_writes_nothing(history: Path, assignments: list[str], message: str) -> None:
     before = snapshot(history)
 
-    assert acts("profile", "set", *assignments, "--reason", "try") == (2, "", f"acts: error: {message}\n")
+    assert acts("profile", "set", *assignments, "--reason", "try", "--author", "dana") == (2, "", f"acts: error: {message}\n")
     assert snapshot(history) == before
 
 
 def test_set_on_a_stale_parent_is_refused(history: Path) -> None:
     before = snapshot(history)
 
-    code, out, err = acts("profile", "set", "position_size_pct=0.2", "--parent", "2", "--reason", "late")
+    code, out, err = acts("profile", "set", "position_size_pct=0.2", "--parent", "2", "--reason", "late", "--author", "dana")
 
     assert (code, out) == (2, "")
     assert err == (
@@ -191,11 +191,14 @@ def test_set_on_a_stale_parent_is_refused(history: Path) -> None:
     assert snapshot(history) == before
 
 
-def test_set_without_any_author_is_refused(history: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("USER")
+def test_set_without_any_author_is_refused_even_with_a_login_name(history: Path, capsys: pytest.CaptureFixture[str]) -> None:
     before = snapshot(history)
 
-    assert acts("profile", "set", "position_size_pct=0.2", "--reason", "r") == (2, "", "acts: error: 'author' is required: pass --author or set USER\n")
+    with pytest.raises(SystemExit) as stopped:
+        main(["profile", "set", "position_size_pct=0.2", "--reason", "r"])
+
+    assert stopped.value.code == 2
+    assert "the following arguments are required: --author" in capsys.readouterr().err
     assert snapshot(history) == before
 
 
@@ -250,7 +253,7 @@ def test_diff_prints_the_changed_keys_between_two_versions(history: Path) -> Non
 
 # ---------------------------------------------------------------- activate / verify
 def test_activate_makes_a_version_active(history: Path) -> None:
-    code, out, err = acts("profile", "activate", "3", "--reason", "ship it")
+    code, out, err = acts("profile", "activate", "3", "--reason", "ship it", "--author", "dana")
 
     with open_store(history) as store:
         version, spec = store.active()
@@ -266,10 +269,10 @@ def test_activate_another_profile_and_refusals(history: Path) -> None:
     assert acts("profile", "activate", "1", "--profile", "conservative", "--reason", "calm", "--author", "erin")[0] == 0
     before = snapshot(history)
 
-    assert acts("profile", "activate", "1", "--profile", "conservative", "--reason", "again") == (
+    assert acts("profile", "activate", "1", "--profile", "conservative", "--reason", "again", "--author", "dana") == (
         2, "", "acts: error: profile 'conservative' v1 is already active; nothing written\n"
     )
-    assert acts("profile", "activate", "7", "--reason", "x")[0] == 2
+    assert acts("profile", "activate", "7", "--reason", "x", "--author", "dana")[0] == 2
     assert snapshot(history) == before
 
 

@@ -116,8 +116,8 @@ def test_the_action_log_refuses_updates_and_deletes(store: ControlStore, path: P
         ("a" * 65, "why", f"'author' must be 1 to {AUTHOR_MAX_CHARS} characters (after trimming), was 65: '{'a' * 65}'"),
         ("alice", "", f"'reason' must be 1 to {REASON_MAX_CHARS} characters (after trimming), was 0: ''"),
         ("alice", "r" * 501, f"'reason' must be 1 to {REASON_MAX_CHARS} characters (after trimming), was 501: '{'r' * 501}'"),
-        ("al\nice", "why", "'author' must not contain control characters, was 'al\\nice'"),
-        ("alice", "why\x7f", "'reason' must not contain control characters, was 'why\\x7f'"),
+        ("al\nice", "why", "'author' must not contain control characters, found U+000A at position 2: 'al\\nice'"),
+        ("alice", "why\x7f", "'reason' must not contain control characters, found U+007F at position 3: 'why\\x7f'"),
     ],
 )
 def test_bad_author_or_reason_is_refused_naming_the_field_and_writes_nothing(

@@ -87,13 +87,14 @@ def test_validate_profile_returns_the_spec_for_a_valid_tree(balanced: dict) -> N
 @pytest.mark.parametrize(
     ("author", "reason", "message"),
     [
-        ("", "why", "'author' must be 1 to 64 characters on one line, was ''"),
-        ("   ", "why", "'author' must be 1 to 64 characters on one line, was '   '"),
-        ("a" * 65, "why", f"'author' must be 1 to 64 characters on one line, was {'a' * 65!r}"),
-        ("a\nb", "why", "'author' must be 1 to 64 characters on one line, was 'a\\nb'"),
-        ("alice", "", "'reason' must be 1 to 500 characters, was ''"),
-        ("alice", " ", "'reason' must be 1 to 500 characters, was ' '"),
-        ("alice", "r" * 501, f"'reason' must be 1 to 500 characters, was {'r' * 501!r}"),
+        ("", "why", "'author' must be 1 to 64 characters (after trimming), was 0: ''"),
+        ("   ", "why", "'author' must be 1 to 64 characters (after trimming), was 0: '   '"),
+        ("a" * 65, "why", f"'author' must be 1 to 64 characters (after trimming), was 65: {'a' * 65!r}"),
+        ("a\nb", "why", "'author' must not contain control characters, found U+000A at position 1: 'a\\nb'"),
+        ("alice", "", "'reason' must be 1 to 500 characters (after trimming), was 0: ''"),
+        ("alice", " ", "'reason' must be 1 to 500 characters (after trimming), was 0: ' '"),
+        ("alice", "r" * 501, f"'reason' must be 1 to 500 characters (after trimming), was 501: {'r' * 501!r}"),
+        ("alice", "forged\nv9  line", "'reason' must not contain control characters, found U+000A at position 6: 'forged\\nv9  line'"),
     ],
 )
 def test_check_attribution_refuses_missing_or_oversized_author_and_reason(author: str, reason: str, message: str) -> None:
@@ -104,7 +105,7 @@ def test_check_attribution_refuses_missing_or_oversized_author_and_reason(author
 
 
 def test_check_attribution_accepts_an_author_and_a_reason() -> None:
-    assert check_attribution("a" * 64, "r" * 500) is None
+    assert check_attribution(" " + "a" * 64, "r" * 500 + "\n") == ("a" * 64, "r" * 500)
 
 
 def test_version_string_is_name_version_and_twelve_hex_of_the_content_hash() -> None:

@@ -1,0 +1,214 @@
+"""The reliability drills, small: each drill runs a few trials and must count 0 lost, duplicated and torn.
+
+`make drill` runs the same code with 100 trials each and large fuzz counts; here the trials are few so
+the suite stays quick, and the detectors are shown to count real damage (a drill that always says 0
+would prove nothing).
+"""
+
+from __future__ import annotations
+
+import io
+import shutil
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+import pytest
+
+from backend.data.lake import lake_files
+from backend.runtime.paper import JOURNAL_FILE, PaperRuntimeError
+from backend.sandbox.coinapi import CoinApiEmulator
+from backend.config.compose import compose_spec
+from scripts.cli import main
+from scripts.commands.drill import record
+from scripts.drills import fuzz, kills, report
+from scripts.drills.fuzz import FuzzTarget
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return record(tmp_path_factory.mktemp("drill-run"), lambda _m: None)
+
+
+@pytest.fixture(scope="module")
+def results(run_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    said: list[str] = []
+    out = report.run_drills(run_dir, tmp_path_factory.mktemp("drill-work"), 3, 20, 5, said.append)
+    assert said[0] == "SIGKILL drills, 3 trials each"
+    return out
+
+
+def test_every_sigkill_drill_counts_zero_lost_duplicated_and_torn(results: dict[str, Any]) -> None:
+    drills = {d.name: d for d in results["kills"]}
+
+    assert sorted(drills) == ["backfill", "incremental ingest", "kill-switch engage", "paper runtime", "profile commit"]
+    for drill in drills.values():
+        assert (drill.trials, drill.lost, drill.duplicated, drill.torn, drill.identical) == (3, 0, 0, 0, 3), drill
+        assert drill.killed >= 1, drill
+    assert drills["paper runtime"].notes["trials with open orders at the kill"] >= 1
+    assert drills["profile commit"].notes["commits durable after the kill (acknowledged or not)"] >= drills["profile commit"].notes[
+        "commits acknowledged before the kill"
+    ]
+
+
+def test_the_kill_switch_stops_new_risk_from_the_next_event_and_cancels_open_orders(results: dict[str, Any]) -> None:
+    switch = results["switch"]
+
+    assert switch.engagements >= 5 and switch.with_open_orders == switch.engagements
+    assert switch.cancelled_at_next_event == switch.open_orders_at_kill > 0
+    assert switch.left_open_after_next_event == 0
+    assert switch.new_risk_admitted_after_kill == 0 and switch.max_events_until_no_new_risk == 0
+    assert "per_event" not in switch.as_dict() and len(switch.per_event) == switch.engagements
+
+
+def test_fuzzing_finds_no_unclear_refusal_and_counts_its_cases(results: dict[str, Any]) -> None:
+    targets = results["fuzz"]
+
+    assert [t.name.split(" ")[0] for t in targets] == ["config", "Hydra", "profile", "CLI", "attributable"]
+    for target in targets:
+        assert target.unclear == [], target.unclear
+        assert target.cases == target.accepted + target.refused + target.noop > 0
+    assert targets[0].fields > 400 and targets[3].fields > 80
+
+
+def test_every_provider_fault_is_handled_with_evidence(results: dict[str, Any]) -> None:
+    faults = results["faults"]
+
+    assert len(faults.cases) == 21 and faults.handled == 21
+    assert {c.source for c in faults.cases} == {"coinapi", "kraken", "kraken_trades"}
+    assert all(c.evidence > 0 for c in faults.cases)
+    assert faults.as_dict()["handled"] == 21
+
+
+def test_the_page_has_date_machine_and_every_table(results: dict[str, Any]) -> None:
+    page = report.render(results, 3, 20, 5, report.now(), 12.0, report.machine())
+
+    assert page.startswith("# Reliability drills\n")
+    assert "cores, Python 3.11" in page and "load average" in page
+    for heading in ("## SIGKILL at random points", "## Kill switch engaged", "## Fuzzing (Hypothesis)", "## Emulator faults"):
+        assert heading in page
+    assert "| backfill | 3 |" in page and report.BUNDLE_INSTALL in page
+
+
+def test_acts_drill_writes_the_page(run_dir: Path, tmp_path: Path) -> None:
+    out = io.StringIO()
+    page = tmp_path / "reliability.md"
+
+    code = main(["drill", "--trials", "1", "--fuzz-examples", "3", "--run-dir", str(run_dir), "--work", str(tmp_path / "w"),
+                 "--out", str(page)], out, io.StringIO())  # fmt: skip
+
+    assert code == 0 and out.getvalue() == f"drill figures written to {page}\n"
+    assert "| paper runtime | 1 |" in page.read_text(encoding="utf-8")
+
+
+def test_acts_drill_refuses_an_output_folder_that_does_not_exist(tmp_path: Path) -> None:
+    err = io.StringIO()
+
+    assert main(["drill", "--out", str(tmp_path / "no" / "r.md")], io.StringIO(), err) == 2
+    assert "folder " in err.getvalue() and "does not exist" in err.getvalue()
+
+
+# ---------------------------------------------------------------- the detectors count real damage
+def test_lake_counts_sees_lost_duplicated_changed_unreadable_and_leftover_files(tmp_path: Path) -> None:
+    bars = kills.drill_bars(60, 3)
+    home = tmp_path / "home"
+    with CoinApiEmulator(bars, api_key=kills.KEY, universe=compose_spec([]).universe) as emulator:
+        assert kills.cli_child(kills._env(emulator.base_url, home), ["data", "backfill", "--symbols", "BTC,ETH"]) == 0
+    assert kills.lake_counts(home, bars) == (0, 0, 0)
+    btc, eth = lake_files(home / "lake", "coinapi", "5m", ["BTC"])[0], lake_files(home / "lake", "coinapi", "5m", ["ETH"])[0]
+    frame = pl.read_parquet(btc)
+    frame.slice(1).write_parquet(btc)  # one bar lost
+    eth_frame = pl.read_parquet(eth)
+    pl.concat([eth_frame, eth_frame.head(1)]).write_parquet(eth)  # one bar twice
+    assert kills.lake_counts(home, bars) == (1, 1, 0)
+    frame.with_columns(pl.when(pl.col("ts") == frame["ts"][5]).then(1.0).otherwise(pl.col("close")).alias("close")).write_parquet(btc)
+    (btc.parent / f".{btc.name}.tmp-1").write_bytes(b"half")
+    assert kills.lake_counts(home, bars)[2] == 2  # the changed close and the leftover temporary
+    btc.write_bytes(b"not parquet")
+    assert kills.lake_counts(home, bars) == (len(bars), 0, 2)  # unreadable: nothing can be counted as present
+
+
+def test_paper_counts_calls_a_state_the_runtime_refuses_torn(results: dict[str, Any], run_dir: Path, tmp_path: Path) -> None:
+    feed = kills.load_recorded(run_dir, kills.ModelRegistry(tmp_path / "r"), True)
+    state = tmp_path / "state"
+    runtime = kills.PaperRuntime(feed, state)
+    runtime.run(0.0, 3)
+    runtime.close()
+    with sqlite3.connect(state / JOURNAL_FILE) as conn:  # an open order the checkpoint does not know
+        conn.execute("INSERT INTO orders VALUES ('ghost', 'BTC', 'buy', '1', 'NEW', 0)")
+    with pytest.raises(PaperRuntimeError):
+        kills.PaperRuntime(feed, state)
+
+    assert kills.paper_counts(feed, state, state / JOURNAL_FILE, 5) == (0, 0, 1)
+
+
+def test_a_fuzz_target_keeps_every_unclear_case_with_its_input() -> None:
+    target = FuzzTarget("t")
+    for outcome in ("accepted", "refused", "no-op", "a write on refusal"):
+        target.count(outcome, "x" * 400)
+
+    assert (target.cases, target.accepted, target.refused, target.noop) == (4, 1, 1, 1)
+    assert target.unclear == ["a write on refusal: " + "x" * 300]
+    assert target.as_dict()["unclear"] == 1
+
+
+def test_command_lines_for_the_cli_fuzz_fill_every_other_required_argument() -> None:
+    arguments = {(path, a.dest): (a, parser) for path, a, parser in fuzz.cli_arguments(fuzz.build_parser())}
+    speed, run = arguments[(("run",), "speed")]
+    assignments, change = arguments[(("profile", "set"), "assignments")]
+
+    assert fuzz._argv(("run",), run, speed, "nan") == [
+        "run", "--mode", "paper", "--source", "recorded", "--run-dir", "1", "--speed=nan"
+    ]
+    assert fuzz._argv(("profile", "set"), change, assignments, "k=v") == [
+        "profile", "set", "--reason", "x", "--author", "x", "--", "k=v"
+    ]
+
+
+def test_replaced_sets_a_dotted_key_through_lists_and_maps() -> None:
+    tree = {"a": [{"b": 1}, {"b": 2}], "c": {"d": 3}}
+
+    assert fuzz.replaced(tree, "a.1.b", 9) == {"a": [{"b": 1}, {"b": 9}], "c": {"d": 3}}
+    assert fuzz.replaced(tree, "a.0", None) == {"a": [None, {"b": 2}], "c": {"d": 3}}
+    assert sorted(fuzz.leaves(tree)) == ["a.0.b", "a.1.b", "c.d"]
+    assert tree == {"a": [{"b": 1}, {"b": 2}], "c": {"d": 3}}
+
+
+def test_the_environment_block_restores_what_it_changed(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ACTS_DRILL_A", "old")
+    monkeypatch.delenv("ACTS_DRILL_B", raising=False)
+    with kills.environment({"ACTS_DRILL_A": "new", "ACTS_DRILL_B": "set"}):
+        assert (kills.os.environ["ACTS_DRILL_A"], kills.os.environ["ACTS_DRILL_B"]) == ("new", "set")
+
+    assert kills.os.environ["ACTS_DRILL_A"] == "old" and "ACTS_DRILL_B" not in kills.os.environ
+
+
+def test_copying_a_missing_template_makes_an_empty_home(tmp_path: Path) -> None:
+    kills._copy_home(tmp_path / "none", tmp_path / "home")
+    assert list((tmp_path / "home").iterdir()) == []
+    shutil.rmtree(tmp_path / "home")
+
+
+def test_the_children_run_the_product_code_in_process(run_dir: Path, tmp_path: Path) -> None:
+    db, ack = tmp_path / "acts.db", tmp_path / "ack"
+    kills.profile_child(str(db), 2, str(ack))
+    assert kills._acks(ack) == [2, 3]  # the presets are v1 of every profile
+    kills.control_child(str(tmp_path / "control.db"), 3, str(tmp_path / "ack2"))
+    assert kills._acks(tmp_path / "ack2") == [1, 2, 3]
+    kills.paper_child(str(run_dir), str(tmp_path / "state"), "999999:before_event", 4)  # a crash point never reached
+    runtime = kills.PaperRuntime(kills.load_recorded(run_dir, kills.ModelRegistry(tmp_path / "r"), True), tmp_path / "state")
+    assert runtime.next_index == 4
+    runtime.close()
+    assert kills.KillDrill("x", trials=1).as_dict()["trials"] == 1
+
+
+def test_judge_accepts_what_validates_and_names_what_it_refuses() -> None:
+    from backend.errors import ConfigError
+
+    def refuse() -> None:
+        raise ConfigError("'risk.x' must be a finite number, was nan")
+
+    assert fuzz.judge(lambda: None, "risk.x", "e") == ("accepted", "e")
+    assert fuzz.judge(refuse, "risk.x", "e")[0] == "refused"
+    assert fuzz.judge(refuse, "data.days", "e")[0] == "refusal does not name the field"
