@@ -31,10 +31,10 @@ from backend.bundles.compat import Runtime
 from backend.bundles.manifest import MANIFEST
 from backend.bundles.smoke import SmokeResult, smoke_check
 from backend.bundles.verify import Verified, read_manifest, verify_bundle
+from backend.config.text import attribution
 from backend.errors import BundleError
 from backend.home import Home
 
-TEXT_MAX_CHARS = 500
 
 
 class Action(str, enum.Enum):
@@ -43,16 +43,6 @@ class Action(str, enum.Enum):
     INSTALL = "install"
     ROLLBACK = "rollback"
     AUTO_ROLLBACK = "auto_rollback"
-
-
-def checked_text(field_name: str, value: str, max_chars: int = TEXT_MAX_CHARS) -> str:
-    """Return ``value`` trimmed; refuse empty, overlong or control-character text, naming the field."""
-    text = value.strip()
-    if not 1 <= len(text) <= max_chars:
-        raise BundleError(f"'{field_name}' must be 1 to {max_chars} characters (after trimming), was {len(text)}: {value!r}")
-    if any(ord(ch) < 32 or 127 <= ord(ch) < 160 for ch in text):
-        raise BundleError(f"'{field_name}' must not contain control characters, was {value!r}")
-    return text
 
 
 @dataclass(frozen=True)
@@ -213,7 +203,7 @@ class BundleStore:
             When the author or reason is not plain text, another bundle has the same name and
             version, or the smoke check failed (after the rollback).
         """
-        who, why = checked_text("author", author), checked_text("reason", reason)
+        who, why = attribution(author, reason, BundleError)
         verified = verify_bundle(source, runtime)
         with self._locked():
             state = self.state()
@@ -249,7 +239,7 @@ class BundleStore:
         BundleRefused
             When the previous bundle no longer verifies (nothing changes).
         """
-        who, why = checked_text("author", author), checked_text("reason", reason)
+        who, why = attribution(author, reason, BundleError)
         with self._locked():
             state = self.state()
             if not state.previous:
