@@ -29,19 +29,6 @@ def finite_float(text: str) -> float:
     return value
 
 
-def bounded_float(low: float, high: float, low_open: bool = False) -> Callable[[str], float]:
-    """Return a parser of finite floats in ``[low, high]`` (``(low, high]`` when ``low_open``)."""
-
-    def parse(text: str) -> float:
-        value = finite_float(text)
-        if (value <= low if low_open else value < low) or value > high:
-            left = "(" if low_open else "["
-            raise argparse.ArgumentTypeError(f"must be in {left}{low:g}, {high:g}], was {text!r}")
-        return value
-
-    return parse
-
-
 def bounded_int(low: int, high: int) -> Callable[[str], int]:
     """Return a parser of integers in ``[low, high]``."""
 

@@ -127,8 +127,8 @@ def cli_child(env: dict[str, str], argv: list[str]) -> int:
     """Run ``acts ARGV`` with ``env`` set (in a child: the process the drill kills)."""
     from scripts.cli import main
 
-    os.environ.update(env)
-    return main(argv, io.StringIO(), io.StringIO())
+    with environment(env):  # restored afterwards: in-process callers keep their environment
+        return main(argv, io.StringIO(), io.StringIO())
 
 
 def profile_child(db: str, count: int, ack: str) -> None:

@@ -280,3 +280,10 @@ def test_run_help_explains_speed_with_examples(capsys: pytest.CaptureFixture[str
     assert "10 or 10x = ten times faster (a 5-minute bar every 30 s)" in text
     assert "0.5 = half speed" in text and "max = no waiting between bars" in text
     assert "--speed 10x (ten times faster)" in text
+
+
+def test_a_replay_override_that_is_not_yaml_exits_2_naming_it(recorded: Path) -> None:
+    code, out, err = acts("replay", str(recorded), "risk.entry_min_p_up=[0.6")
+
+    assert (code, out) == (2, "")
+    assert "override 'risk.entry_min_p_up': the value is not valid YAML, was '[0.6'" in err

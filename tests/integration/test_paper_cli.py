@@ -114,7 +114,8 @@ def test_load_recorded_refuses_altered_inputs(recorded: tuple[Path, dict[str, ob
         load_recorded(copy, ModelRegistry(tmp_path / "r"), allow_run_bundle=True)
 
 
-@pytest.mark.parametrize(("speed", "max_events", "message"), [(-1.0, None, "--speed must be >= 0"), (0.0, 0, "--max-events must be >= 1, was 0")])
+@pytest.mark.parametrize(("speed", "max_events", "message"), [(-1.0, None, "--speed must be >= 0"), (0.0, 0, "--max-events must be >= 1, was 0"),
+                                                                (float("nan"), None, "--speed must be a finite number, was nan")])
 def test_bad_speed_or_event_limit_is_refused_before_any_event(
     recorded: tuple[Path, dict[str, object]], tmp_path: Path, speed: float, max_events: int | None, message: str
 ) -> None:
