@@ -7,7 +7,6 @@ the repository's ``bundles/``; the update channel is set in ``conf/bundles/chann
 from __future__ import annotations
 
 import argparse
-import getpass
 import json
 import sys
 import tempfile
@@ -45,7 +44,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     update.add_argument("--policy", choices=("confirm", "auto"), default=None)
     update.add_argument("--yes", action="store_true", help="confirm the install (policy confirm)")
     for p in (install, rollback, update):
-        p.add_argument("--author", default=None, help="who (default: the login name)")
+        p.add_argument("--author", required=True, help="who (logged with the action; required, no default)")
     install.add_argument("--reason", default="operator install", help="why (logged)")
     rollback.add_argument("--reason", required=True, help="why (logged)")
     build = action.add_parser("build", help="train, gate and export a bundle from a committed build config, or --from a promoted model")
@@ -57,10 +56,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     build.add_argument("--lineage", type=Path, default=None, help="where lineage records go (default registry/bundles or OUT/lineage)")
     build.add_argument("--work-home", type=Path, default=None, help="home to train in (default: a fresh temporary one)")
     bundle.set_defaults(handler=cmd_bundle)
-
-
-def _author(args: argparse.Namespace) -> str:
-    return args.author or getpass.getuser()
 
 
 def _ask(question: str) -> bool:
@@ -117,13 +112,13 @@ def cmd_bundle(args: argparse.Namespace, out: TextIO, err: TextIO, clock=None, a
         return 0
     if args.action == "install":
         source = _resolve_target(args.target, load_channel().bundle)
-        result = store.install(source, _author(args), args.reason, clock.now_ms(), running())
+        result = store.install(source, args.author, args.reason, clock.now_ms(), running())
         verb = "installed" if result.changed else "already active:"
         out.write(f"{verb} {result.bundle} (id {result.bundle_id[:12]}), previous {result.previous or 'none'}, "
                   f"smoke check passed on {result.smoke.rows} rows\n")  # fmt: skip
         return 0
     if args.action == "rollback":
-        entry = store.rollback(_author(args), args.reason, clock.now_ms(), running())
+        entry = store.rollback(args.author, args.reason, clock.now_ms(), running())
         out.write(f"rolled back to {entry.bundle} (was {entry.previous})\n")
         return 0
     if args.action == "update":
@@ -134,7 +129,7 @@ def cmd_bundle(args: argparse.Namespace, out: TextIO, err: TextIO, clock=None, a
         for candidate in plan.candidates:
             if candidate.refusal:
                 out.write(f"  refused {candidate.refusal}\n")
-        result = apply_update(plan, channel, store, (lambda _q: True) if args.yes else ask, _author(args), clock.now_ms(), runtime)
+        result = apply_update(plan, channel, store, (lambda _q: True) if args.yes else ask, args.author, clock.now_ms(), runtime)
         if result is not None:
             out.write(f"installed {result.bundle} (previous {result.previous or 'none'})\n")
         elif plan.chosen is not None:

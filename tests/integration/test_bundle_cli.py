@@ -78,7 +78,7 @@ def test_the_demo_uses_the_shipped_bundle_and_names_it(acts_home: Path, tmp_path
 
 def test_a_paper_run_of_a_bundle_that_is_neither_promoted_nor_installed_is_refused(acts_home: Path, tmp_path: Path) -> None:
     assert acts("backtest", "model.source=bundle", *SMALL_RUN, f"hydra.run.dir={tmp_path / 'run'}")[0] == 0
-    assert acts("bundle", "rollback", "--reason", "x")[0] == 2  # nothing before the first install
+    assert acts("bundle", "rollback", "--author", "ops", "--reason", "x")[0] == 2  # nothing before the first install
     shutil.rmtree(acts_home / "bundles")
     code, _, err = acts("run", "--mode", "paper", "--source", "recorded", "--run-dir", str(tmp_path / "run"), "--speed", "0")
     assert code == 2 and "installed is none" in err
@@ -111,7 +111,7 @@ def test_install_by_path_and_by_shipped_version_then_list_and_roll_back(acts_hom
     second = release(tiny_bundle, tmp_path / "shipped", "1.1.0")
     code, out, _ = acts("bundle", "install", str(tiny_bundle), "--author", "ops", "--reason", "first")
     assert code == 0 and out.startswith("installed tiny/1.0.0") and "smoke check passed on 8 rows" in out
-    assert acts("bundle", "install", str(tiny_bundle))[1].startswith("already active: tiny/1.0.0")
+    assert acts("bundle", "install", "--author", "ops", str(tiny_bundle))[1].startswith("already active: tiny/1.0.0")
     assert acts("bundle", "install", str(second), "--author", "ops")[1].startswith("installed tiny/1.1.0")
     code, out, _ = acts("bundle", "list")
     assert "active: tiny/1.1.0" in out and "installed tiny/1.1.0  (active)" in out and "installed tiny/1.0.0\n" in out
@@ -121,10 +121,10 @@ def test_install_by_path_and_by_shipped_version_then_list_and_roll_back(acts_hom
     listing = json.loads(acts("bundle", "list", "--json")[1])
     assert listing["active"] == "tiny/1.0.0" and [e["action"] for e in listing["log"]] == ["install", "install", "rollback"]
     assert listing["installed"] == ["tiny/1.0.0", "tiny/1.1.0"] and listing["shipped"][0]["verified"] is True
-    code, out, _ = acts("bundle", "install", "1.0.0", "--reason", "the shipped one")  # the channel's line: sim_v1
+    code, out, _ = acts("bundle", "install", "--author", "ops", "1.0.0", "--reason", "the shipped one")  # the channel's line: sim_v1
     assert code == 0 and out.startswith("installed sim_v1/1.0.0")
-    assert acts("bundle", "install", "sim_v1/1.0.0")[1].startswith("already active: sim_v1/1.0.0")
-    code, _, err = acts("bundle", "install", "sim_v1/9.9.9")
+    assert acts("bundle", "install", "--author", "ops", "sim_v1/1.0.0")[1].startswith("already active: sim_v1/1.0.0")
+    code, _, err = acts("bundle", "install", "--author", "ops", "sim_v1/9.9.9")
     assert code == 2 and "'target' must be a bundle folder or a shipped <name>/<version>, was 'sim_v1/9.9.9'" in err
 
 
@@ -141,7 +141,7 @@ def test_list_shows_a_refused_shipped_bundle_and_verify_names_the_file(acts_home
 
 
 def test_an_install_with_a_control_character_in_the_reason_is_refused_and_writes_nothing(acts_home: Path, tiny_bundle: Path) -> None:
-    code, _, err = acts("bundle", "install", str(tiny_bundle), "--reason", "bad\x07bell")
+    code, _, err = acts("bundle", "install", "--author", "ops", str(tiny_bundle), "--reason", "bad\x07bell")
     assert code == 2 and "'reason' must not contain control characters" in err and not (acts_home / "bundles").exists()
 
 
@@ -238,20 +238,20 @@ def remote(tiny_bundle: Path, tmp_path: Path) -> Path:
 
 
 def test_update_asks_for_confirmation_then_installs_with_yes_then_is_up_to_date(acts_home: Path, tiny_bundle: Path, remote: Path) -> None:
-    assert acts("bundle", "install", str(tiny_bundle))[0] == 0
-    code, out, _ = acts("bundle", "update", "--bundle", "tiny", "--remote", str(remote))
+    assert acts("bundle", "install", "--author", "ops", str(tiny_bundle))[0] == 0
+    code, out, _ = acts("bundle", "update", "--author", "ops", "--bundle", "tiny", "--remote", str(remote))
     assert code == 0 and "tiny/1.1.0 is newer than tiny/1.0.0" in out and "not installed: confirm with --yes" in out
     assert BundleStore.of_home(Home(acts_home)).state().active == "tiny/1.0.0"
     code, out, _ = acts("bundle", "update", "--bundle", "tiny", "--remote", str(remote), "--yes", "--author", "ops")
     assert code == 0 and "installed tiny/1.1.0 (previous tiny/1.0.0)" in out
     entry = BundleStore.of_home(Home(acts_home)).state().log[-1]
     assert entry.author == "ops" and entry.reason == f"update from {remote} main:bundles (confirm)"
-    code, out, _ = acts("bundle", "update", "--bundle", "tiny", "--remote", str(remote), "--policy", "auto")
+    code, out, _ = acts("bundle", "update", "--author", "ops", "--bundle", "tiny", "--remote", str(remote), "--policy", "auto")
     assert code == 0 and "up to date: tiny/1.1.0 is active" in out
 
 
 def test_update_with_policy_auto_installs_on_an_empty_home(acts_home: Path, remote: Path) -> None:
-    code, out, _ = acts("bundle", "update", "--bundle", "tiny", "--remote", str(remote), "--policy", "auto")
+    code, out, _ = acts("bundle", "update", "--author", "ops", "--bundle", "tiny", "--remote", str(remote), "--policy", "auto")
     assert code == 0 and "installed tiny/1.1.0 (previous none)" in out
 
 
@@ -265,15 +265,15 @@ def test_update_reports_refused_bundles_and_installs_nothing(acts_home: Path, ti
     git("add", "-A", cwd=work)
     git("commit", "--quiet", "-m", "needs a newer app", cwd=work)
     git("push", "--quiet", str(bare), "main", cwd=work)
-    code, out, _ = acts("bundle", "update", "--bundle", "tiny", "--remote", str(bare), "--policy", "auto")
+    code, out, _ = acts("bundle", "update", "--author", "ops", "--bundle", "tiny", "--remote", str(bare), "--policy", "auto")
     assert code == 0 and "no verified bundle tiny on the channel" in out and "needs acts 99.0 or newer" in out
     assert not (acts_home / "bundles" / "state.json").exists()
 
 
 def test_an_unreachable_remote_fails_with_gits_message_and_changes_nothing(acts_home: Path, tiny_bundle: Path, tmp_path: Path) -> None:
-    assert acts("bundle", "install", str(tiny_bundle))[0] == 0
+    assert acts("bundle", "install", "--author", "ops", str(tiny_bundle))[0] == 0
     before = (acts_home / "bundles" / "state.json").read_bytes()
-    code, _, err = acts("bundle", "update", "--remote", str(tmp_path / "nowhere.git"))
+    code, _, err = acts("bundle", "update", "--author", "ops", "--remote", str(tmp_path / "nowhere.git"))
     assert code == 2 and f"update channel: cannot fetch main from {tmp_path / 'nowhere.git'}: git " in err
     assert (acts_home / "bundles" / "state.json").read_bytes() == before
 
@@ -281,7 +281,7 @@ def test_an_unreachable_remote_fails_with_gits_message_and_changes_nothing(acts_
 def test_without_a_remote_the_channel_is_this_checkouts_bundles_and_needs_no_network(acts_home: Path, tmp_path: Path) -> None:
     fetched = fetch(ChannelSpec(bundle="sim_v1"), Home(acts_home), repo=tmp_path)  # not a git checkout: no origin
     assert fetched.root == tmp_path / "bundles" and "no remote: this checkout" in fetched.source
-    code, out, _ = acts("bundle", "update")  # this repository's own bundles/: sim_v1/1.0.0
+    code, out, _ = acts("bundle", "update", "--author", "ops")  # this repository's own bundles/: sim_v1/1.0.0
     assert code == 0 and "sim_v1/1.0.0 is newer than nothing" in out and "not installed" in out
 
 
@@ -320,5 +320,5 @@ def test_update_asks_the_operator_on_a_terminal(acts_home: Path, remote: Path, m
             return True
 
     monkeypatch.setattr("sys.stdin", Terminal("y\n"))
-    code, out, _ = acts("bundle", "update", "--bundle", "tiny", "--remote", str(remote))
+    code, out, _ = acts("bundle", "update", "--author", "ops", "--bundle", "tiny", "--remote", str(remote))
     assert code == 0 and "installed tiny/1.1.0 (previous none)" in out
