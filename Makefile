@@ -33,3 +33,8 @@ bench: install
 
 clean:
 	rm -rf $(VENV) .pytest_cache .coverage htmlcov
+
+# The operator console on http://127.0.0.1:8501 (issue 12); CONSOLE_ARGS="--port 8600" to change it.
+.PHONY: console
+console: install
+	$(BIN)/acts console $(CONSOLE_ARGS)
