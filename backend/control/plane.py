@@ -187,8 +187,10 @@ def runtime_status(home: Home, clock: Clock, stale_after_ms: int = 15 * 60 * 100
     now = clock.now_ms()
     papers = [r for r in runs if r.kind is RunKind.PAPER]
     if papers:
-        run = max(papers, key=lambda r: (r.path / "journal.sqlite").stat().st_mtime_ns)
-        checkpoint = paper_checkpoint(run)
+        # The newest session that has processed an event; a session not started yet only when none has.
+        checkpoints = {r.key: paper_checkpoint(r) for r in papers}
+        run = max(papers, key=lambda r: (checkpoints[r.key] is not None, (r.path / "journal.sqlite").stat().st_mtime_ns))
+        checkpoint = checkpoints[run.key]
         written = (run.path / "journal.sqlite").stat().st_mtime_ns // 1_000_000
         last = None if checkpoint is None else int(checkpoint["ts"])
         if checkpoint is None:
@@ -250,7 +252,7 @@ def profile_fields() -> tuple[ProfileField, ...]:
                 out.append(ProfileField(key, "choice", "one of " + ", ".join(node["enum"]), tuple(node["enum"])))
             elif node.get("type") == "boolean":
                 out.append(ProfileField(key, "boolean", "true or false"))
-            elif node.get("type") in ("integer", "number"):
+            else:
                 out.append(ProfileField(key, node["type"], _bounds_text(node)))
 
     walk("", {k: v for k, v in schema["properties"].items() if k != "name"})
