@@ -24,11 +24,9 @@ CHROMIUM_ARGS = (
 RENDER_TIMEOUT_MS = 60_000
 
 
-def launch(playwright, user_dir: Path):  # type: ignore[no-untyped-def]
-    """Launch the system Chromium headless with the flags this machine needs, in its own profile folder."""
-    return playwright.chromium.launch_persistent_context(
-        str(user_dir), executable_path=CHROMIUM, headless=True, args=list(CHROMIUM_ARGS), viewport={"width": 1400, "height": 2000}
-    )
+def launch(playwright):  # type: ignore[no-untyped-def]
+    """Launch the system Chromium headless with the flags this machine needs (Playwright gives it a fresh profile)."""
+    return playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=list(CHROMIUM_ARGS))
 
 
 def wait_rendered(page, title: str) -> None:  # type: ignore[no-untyped-def]
@@ -52,14 +50,15 @@ def page_url(base: str, slug: str) -> str:
     return base.rstrip("/") + "/" + ("" if slug == first else slug)
 
 
-def take(url: str, out: Path, user_dir: Path) -> list[Path]:
+def take(url: str, out: Path) -> list[Path]:
     """Screenshot every page of the console at ``url`` into ``out`` as ``<slug>.png``; return the files."""
     from playwright.sync_api import sync_playwright
 
     out.mkdir(parents=True, exist_ok=True)
     written = []
     with sync_playwright() as playwright:
-        context = launch(playwright, user_dir)
+        browser = launch(playwright)
+        context = browser.new_context(viewport={"width": 1400, "height": 2000})
         try:
             page = context.new_page()
             for module in discover():
@@ -69,18 +68,17 @@ def take(url: str, out: Path, user_dir: Path) -> list[Path]:
                 page.screenshot(path=str(path), full_page=True)
                 written.append(path)
         finally:
-            context.close()
+            browser.close()
     return written
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Parse ``--url``, ``--out`` and ``--profile-dir`` and take the screenshots."""
+    """Parse ``--url`` and ``--out`` and take the screenshots."""
     parser = argparse.ArgumentParser(prog="console_screenshots", description=__doc__.splitlines()[0])
     parser.add_argument("--url", required=True)
     parser.add_argument("--out", type=Path, default=Path("docs/console"))
-    parser.add_argument("--profile-dir", type=Path, required=True, help="a folder for Chromium's profile")
     args = parser.parse_args(argv)
-    for path in take(args.url, args.out, args.profile_dir):
+    for path in take(args.url, args.out):
         print(path)
     return 0
 

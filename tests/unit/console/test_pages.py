@@ -243,3 +243,12 @@ def test_models_page_says_none_promoted(filled_home: Path) -> None:
         record.write_text(record.read_text().replace('"status": "promoted"', '"status": "retired"'))
     at = _run("models")
     assert "**Live model:** none promoted" in _texts(at)
+
+
+def test_audit_page_under_the_run_own_profile_finds_no_divergence(filled_home: Path) -> None:
+    at = _run("audit")
+    at.selectbox(key="audit_profile").select("aggressive@v1")
+    _button(at, "Run audit").click().run()
+    assert not at.exception
+    assert "None: every decision is the same." in [m.value for m in at.markdown]
+    assert "Changed decisions" not in {s.value for s in at.subheader}
