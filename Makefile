@@ -38,3 +38,9 @@ clean:
 .PHONY: console
 console: install
 	$(BIN)/acts console $(CONSOLE_ARGS)
+
+# Screenshots of every console page into docs/console/, from a running console (`make console` on a home with a run).
+CONSOLE_URL ?= http://127.0.0.1:8501
+.PHONY: console-screenshots
+console-screenshots: install
+	$(BIN)/python -m scripts.console_screenshots --url $(CONSOLE_URL) --out docs/console

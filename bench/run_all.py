@@ -24,6 +24,7 @@ ORDER = (
     "bench_training.py",
     "bench_predict.py",
     "bench_replay.py",
+    "bench_console.py",
 )
 
 

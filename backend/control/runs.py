@@ -227,18 +227,26 @@ def _filtered(run: RunRef, query: DecisionQuery) -> pl.LazyFrame:
 def query_decisions(run: RunRef, query: DecisionQuery) -> DecisionPage:
     """Return one page of ``run``'s decisions under ``query``'s filters, in ``seq`` order.
 
-    ``p_recovery`` is read from the decision's guard inputs (``pred.p_recovery``) when the guard used it.
-    A page past the end is clamped to the last page.
+    Two passes over the file: the filter columns alone give the total and the page's ``seq`` values,
+    then only the row groups holding those values are read for the shown columns (the wide JSON
+    columns of a 3-million-row log are never read whole). ``p_recovery`` is read from the decision's
+    guard inputs (``pred.p_recovery``) when the guard used it. A page past the end is clamped to the last page.
     """
     query = query.checked()
     lazy = _filtered(run, query)
     total = int(lazy.select(pl.len()).collect().item())
     pages = max(1, -(-total // query.page_size))
     page = min(query.page, pages - 1)
+    seqs = lazy.select("seq").slice(page * query.page_size, query.page_size).collect()["seq"]
+    wanted = pl.col("seq").is_in(seqs.implode())
+    if not seqs.is_empty():
+        wanted = wanted & pl.col("seq").is_between(seqs.min(), seqs.max())
     rows = (
-        lazy.slice(page * query.page_size, query.page_size)
+        _scan(run)
+        .filter(wanted)
         .with_columns(pl.col("inputs").str.json_path_match("$['pred.p_recovery']").cast(pl.Float64).alias("p_recovery"))
         .select(PAGE_COLUMNS)
+        .sort("seq")
         .collect()
     )
     return DecisionPage(rows, total, page, pages)
