@@ -21,6 +21,7 @@ from pathlib import Path
 
 import polars as pl
 
+from backend.clock import WallClock
 from backend.config.compose import compose_spec
 from backend.data import lake
 from backend.data.ingest import IngestOptions, Ingestor
@@ -30,7 +31,6 @@ from backend.data.raw import RawStore
 from backend.data.settings import HistDataSettings
 from backend.data.simulator import simulate_ohlcv
 from backend.data.state import IngestState
-from backend.engine.clock import WallClock
 from backend.sandbox.coinapi import CoinApiEmulator, iso7
 from backend.sandbox.faults import FaultSpec
 

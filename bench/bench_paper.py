@@ -21,13 +21,13 @@ sys.path.insert(0, str(REPO))
 
 import numpy as np  # noqa: E402
 
+from backend.clock import WallClock  # noqa: E402
 from backend.config.compose import compose_spec  # noqa: E402
 from backend.control.store import ControlStore  # noqa: E402
-from backend.engine.backtest import run_backtest  # noqa: E402
-from backend.engine.clock import WallClock  # noqa: E402
 from backend.engine.pipeline import compile_pipeline  # noqa: E402
 from backend.home import Home  # noqa: E402
 from backend.models.registry import ModelRegistry  # noqa: E402
+from backend.runs.backtest import run_backtest  # noqa: E402
 from backend.runtime.paper import PaperRuntime, load_recorded  # noqa: E402
 
 OVERRIDES = [

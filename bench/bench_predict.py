@@ -33,12 +33,12 @@ import polars as pl
 
 from backend.config.compose import compose_spec
 from backend.engine.pipeline import compile_pipeline
-from backend.engine.runner import load_bars, train_bundle
 from backend.features.build import build_features
 from backend.home import Home
 from backend.models import forest
 from backend.models.bundle import TARGETS, ModelBundle
 from backend.models.train import _matrix, _spans, _with_context, predict_bundle
+from backend.runs.runner import load_bars, train_bundle
 
 def lightgbm_reference(bundle: ModelBundle, features: pl.DataFrame, clusters: dict[str, str], targets: tuple[str, ...]) -> dict[str, np.ndarray]:
     """The previous implementation: LightGBM's predict per booster, blended per symbol with numpy."""

@@ -11,7 +11,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from backend.engine.clock import WallClock
+from backend.clock import WallClock
 from backend.profiles.store import ProfileStore
 from backend.profiles.watcher import ProfileWatcher
 

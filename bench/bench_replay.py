@@ -1,7 +1,7 @@
 """Benchmark: replay of a 30-symbol x 1-year 5-minute backtest against the backtest itself.
 
 Runs ``acts backtest run=bench`` once into a temporary home (a child process: simulates the lake,
-trains, runs the spine), then replays its folder in this process with ``backend.audit.replay.replay``.
+trains, runs the spine), then replays its folder in this process with ``backend.runs.replay.replay``.
 The replay's clock records the spine's checkpoints, so the replay's spine seconds (features and
 predictions, event loop, decision log: the same span as the backtest's ``spine_seconds``) are
 reported next to the replay's whole wall time (which adds reading and verifying the folder).
@@ -22,8 +22,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from backend.audit.replay import replay  # noqa: E402
-from backend.engine.clock import WallClock  # noqa: E402
+from backend.clock import WallClock  # noqa: E402
+from backend.runs.replay import replay  # noqa: E402
 
 
 class RecordingClock(WallClock):

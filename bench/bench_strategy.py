@@ -30,8 +30,8 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from backend.clock import SimulatedClock  # noqa: E402
 from backend.config.compose import compose_spec  # noqa: E402
-from backend.engine.clock import SimulatedClock  # noqa: E402
 from backend.engine.core import Engine, Stamp  # noqa: E402
 from backend.engine.events import BarBatch, MarketMatrix  # noqa: E402
 from backend.engine.pipeline import compile_pipeline  # noqa: E402

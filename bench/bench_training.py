@@ -24,8 +24,8 @@ from pathlib import Path
 
 from backend.config.compose import compose_spec
 from backend.data.simulator import simulate_ohlcv
-from backend.engine.runner import training_dataset
 from backend.models.train import predict_bundle, train_walk_forward
+from backend.runs.runner import training_dataset
 
 BAR_COLUMNS = ("ts", "symbol", "open", "high", "low", "close", "volume")
 

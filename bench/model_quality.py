@@ -35,10 +35,10 @@ sys.path.insert(0, str(ROOT))
 from backend.config.compose import compose_spec  # noqa: E402
 from backend.data.shared_loader import default_shared_dir  # noqa: E402
 from backend.engine.pipeline import compile_pipeline  # noqa: E402
-from backend.engine.runner import load_bars, market_matrix, train_bundle  # noqa: E402
 from backend.features.labels import forward_return_labels  # noqa: E402
 from backend.home import Home  # noqa: E402
 from backend.models.metrics import auc, fold_metrics, hit_rate, information_coefficient  # noqa: E402
+from backend.runs.runner import load_bars, market_matrix, train_bundle  # noqa: E402
 
 SCORERS = ("model", "always_up", "last_return_sign", "momentum_sign")
 

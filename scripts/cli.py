@@ -11,15 +11,15 @@ from typing import TextIO
 
 import yaml
 
-from backend.audit.replay import replay
+from backend.clock import WallClock
 from backend.config.canonical import canonical_json
 from backend.config.compose import compose_with_hydra, load_spec_file, validate_raw
 from backend.config.diff import diff_configs, format_changes
-from backend.engine.backtest import run_backtest
-from backend.engine.clock import WallClock
 from backend.engine.pipeline import compile_pipeline
 from backend.errors import ActsError
 from backend.home import Home, acts_home
+from backend.runs.backtest import run_backtest
+from backend.runs.replay import replay
 from scripts.commands import command_modules
 
 SUMMARY_KEYS = (

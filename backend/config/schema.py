@@ -25,6 +25,15 @@ Symbol = Annotated[str, Field(min_length=1, max_length=16, pattern=r"^[A-Z0-9]+$
 Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
 Bps = Annotated[float, Field(ge=0.0, le=500.0)]
 Timeframe = Literal["1m", "5m", "15m", "1h", "4h", "1d"]
+# Bar length in milliseconds of each timeframe (the lake, the providers and the sandbox read it from here).
+TIMEFRAME_MS: dict[str, int] = {
+    "1m": 60_000,
+    "5m": 300_000,
+    "15m": 900_000,
+    "1h": 3_600_000,
+    "4h": 14_400_000,
+    "1d": 86_400_000,
+}
 
 
 class Mode(str, enum.Enum):
@@ -97,8 +106,6 @@ class _DataBase(Spec):
 
     @property
     def bar_ms(self) -> int:
-        from backend.data.lake import TIMEFRAME_MS
-
         return TIMEFRAME_MS[self.timeframe]
 
 

@@ -20,10 +20,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from backend.engine.clock import Clock
-from backend.sqlite import SqliteStore, transaction
+from backend.clock import Clock
 from backend.errors import ControlError
 from backend.home import acts_home
+from backend.sqlite import SqliteStore, transaction
 
 DB_FILENAME = "acts.db"
 AUTHOR_MAX_CHARS = 64

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import polars as pl
 
+from backend.clock import Clock
 from backend.config.schema import AssetSpec
 from backend.data import lake
 from backend.data.lake import TIMEFRAME_MS
@@ -28,7 +29,6 @@ from backend.data.normalize import BadPayload, batch_id_for
 from backend.data.providers.base import OhlcvPage, OhlcvProvider
 from backend.data.reconcile import assess_bars, series_ts
 from backend.data.state import Cursor, Evidence, EvidenceKind, IngestState, Resolution
-from backend.engine.clock import Clock
 from backend.errors import PayloadError, ProviderError
 
 Progress = Callable[[str], None]

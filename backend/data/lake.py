@@ -20,6 +20,7 @@ from pathlib import Path
 
 import polars as pl
 
+from backend.config.schema import TIMEFRAME_MS
 from backend.errors import DataError
 
 OHLCV_SCHEMA: dict[str, pl.DataType] = {
@@ -32,15 +33,6 @@ OHLCV_SCHEMA: dict[str, pl.DataType] = {
     "volume": pl.Float64(),
     "source": pl.String(),
     "batch_id": pl.String(),
-}
-
-TIMEFRAME_MS: dict[str, int] = {
-    "1m": 60_000,
-    "5m": 300_000,
-    "15m": 900_000,
-    "1h": 3_600_000,
-    "4h": 14_400_000,
-    "1d": 86_400_000,
 }
 
 # source and symbol become directory names: keep them to characters that cannot escape the lake.

@@ -11,13 +11,13 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from backend.clock import WallClock
 from backend.config.schema import AssetSpec, LakeDataSpec
 from backend.data.ingest import IngestOptions, Ingestor, SeriesReport
 from backend.data.providers import Purpose, Source, open_provider
 from backend.data.raw import RawStore
 from backend.data.settings import HistDataSettings, TrainingDataSource, load_settings, training_data_policy
 from backend.data.state import IngestState
-from backend.engine.clock import WallClock
 from backend.errors import DataError
 
 # Lake sources a provider fills, by name: only these can be topped up before training.

@@ -15,9 +15,9 @@ from decimal import ROUND_DOWN, Decimal
 import numpy as np
 
 from backend.audit.decisions import DecisionLog, clean_float
+from backend.clock import SimulatedClock
 from backend.config.canonical import canonical_json, sha256_hex
 from backend.config.schema import ExecutionSpec, RiskProfileSpec
-from backend.engine.clock import SimulatedClock
 from backend.engine.events import BarBatch, MarketMatrix
 from backend.errors import StrategyGraphError
 from backend.strategy.graph import CompiledGraph, CompiledTransition

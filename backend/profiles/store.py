@@ -15,11 +15,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from backend.clock import Clock
 from backend.config.canonical import canonical_json, sha256_hex
 from backend.config.compose import CONF_DIR
 from backend.config.diff import ConfigChange, diff_configs
 from backend.config.schema import RiskProfileSpec
-from backend.engine.clock import Clock
 from backend.profiles.core import (
     GENESIS,
     Activation,

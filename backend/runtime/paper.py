@@ -29,18 +29,18 @@ import numpy as np
 import polars as pl
 
 from backend.audit.decisions import DecisionLog, decision_log_sha256
+from backend.clock import SimulatedClock
 from backend.config.compose import validate_raw
 from backend.control.kill_switch import apply_kill_switch, effective_profile
 from backend.control.store import ControlStore
-from backend.engine.clock import SimulatedClock
 from backend.engine.core import Engine, Stamp
 from backend.engine.events import BarBatch, MarketMatrix
 from backend.engine.pipeline import Pipeline, compile_pipeline
-from backend.engine.runner import frame_sha256, market_matrix
 from backend.errors import ActsError, ModelError
 from backend.models.bundle import ModelBundle, load_bundle
 from backend.models.registry import ModelRegistry
 from backend.profiles.watcher import ProfileWatcher
+from backend.runs.runner import frame_sha256, market_matrix
 from backend.sqlite import transaction
 from execution.accounting.portfolio import Fill, Portfolio
 from execution.brokers.simulated import MarketOrder, SimulatedBroker, SlippageModel

@@ -15,7 +15,11 @@ import json
 from pathlib import Path
 from typing import TextIO
 
-from backend.audit.audit_diff import (
+from backend.audit.report import write_report
+from backend.clock import WallClock
+from backend.control.store import default_db_path
+from backend.errors import AuditError
+from backend.runs.audit_diff import (
     audit_replay,
     audit_runs,
     profile_file_override,
@@ -23,10 +27,6 @@ from backend.audit.audit_diff import (
     render_text,
     store_profile_override,
 )
-from backend.audit.report import write_report
-from backend.control.store import default_db_path
-from backend.engine.clock import WallClock
-from backend.errors import AuditError
 
 
 def register(sub: argparse._SubParsersAction) -> None:

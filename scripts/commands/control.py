@@ -12,8 +12,8 @@ import json
 from datetime import UTC, datetime
 from typing import TextIO
 
+from backend.clock import WallClock
 from backend.control.store import ControlStatus, default_db_path, kill, resume, status
-from backend.engine.clock import WallClock
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -10,6 +10,7 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import TextIO
 
+from backend.clock import WallClock
 from backend.config.schema import AssetSpec
 from backend.data import lake
 from backend.data.ingest import IngestOptions, Ingestor, SeriesReport
@@ -21,7 +22,6 @@ from backend.data.reconcile import compare_sources, record_scan, scan_gaps
 from backend.data.settings import load_settings
 from backend.data.state import IngestState
 from backend.data.universe import KrakenUniverseData, UniverseBuild, build_version, load_snapshot, load_universe, publish_version
-from backend.engine.clock import WallClock
 from backend.errors import ConfigError, DataError
 from backend.home import acts_home
 

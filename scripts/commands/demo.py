@@ -6,12 +6,12 @@ import argparse
 from pathlib import Path
 from typing import TextIO
 
-from backend.audit.replay import replay
+from backend.clock import WallClock
 from backend.config.compose import compose_with_hydra, validate_raw
-from backend.engine.backtest import run_backtest
-from backend.engine.clock import WallClock
 from backend.engine.pipeline import compile_pipeline
 from backend.home import Home, acts_home
+from backend.runs.backtest import run_backtest
+from backend.runs.replay import replay
 from scripts.cli import print_summary, progress_printer
 
 

@@ -6,8 +6,8 @@ import argparse
 import json
 from typing import TextIO
 
+from backend.clock import WallClock
 from backend.config.compose import compose_with_hydra, validate_raw
-from backend.engine.clock import WallClock
 from backend.home import Home, acts_home
 from backend.models.promotion import promote
 from backend.models.registry import ModelRegistry

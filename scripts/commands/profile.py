@@ -12,8 +12,8 @@ from typing import Any, TextIO
 
 import yaml
 
+from backend.clock import WallClock
 from backend.config.diff import format_changes
-from backend.engine.clock import WallClock
 from backend.home import acts_home
 from backend.profiles.core import ProfileCommit, format_time_ms
 from backend.profiles.errors import ProfileError, ProfileValueError

@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import TextIO
 
 from backend.audit.decisions import write_decisions
+from backend.clock import WallClock
 from backend.control.store import ControlStore, default_db_path
-from backend.engine.clock import WallClock
 from backend.home import Home, acts_home
 from backend.models.registry import ModelRegistry
 from backend.profiles.store import ProfileStore

@@ -6,12 +6,12 @@ import argparse
 import time
 from typing import TextIO
 
+from backend.clock import WallClock
 from backend.config.compose import compose_with_hydra, validate_raw
-from backend.engine.clock import WallClock
 from backend.engine.pipeline import compile_pipeline
 from backend.home import Home, acts_home
-from backend.models.candidate import train_candidate
-from backend.models.schedule import run_schedule
+from backend.runs.candidate import train_candidate
+from backend.runs.schedule import run_schedule
 from scripts.cli import progress_printer
 
 

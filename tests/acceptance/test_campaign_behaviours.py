@@ -16,9 +16,9 @@ import numpy as np
 import polars as pl
 import pytest
 
+from backend.clock import SimulatedClock
 from backend.config.compose import compose_spec
 from backend.config.schema import RunSpec
-from backend.engine.clock import SimulatedClock
 from backend.engine.core import Engine, Stamp
 from backend.engine.events import MarketMatrix
 from backend.engine.pipeline import compile_pipeline

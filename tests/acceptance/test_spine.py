@@ -18,11 +18,11 @@ import pytest
 from stubs import small_overrides, small_spec
 
 from backend.audit.decisions import canonical_lines, read_decisions
+from backend.clock import WallClock
 from backend.config.compose import load_spec_file
-from backend.engine.clock import WallClock
 from backend.engine.pipeline import compile_pipeline
-from backend.engine.runner import execute, train_bundle
 from backend.models.bundle import load_bundle, save_bundle
+from backend.runs.runner import execute, train_bundle
 from scripts.cli import main
 
 SUMMARY_KEYS = {

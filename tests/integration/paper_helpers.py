@@ -6,10 +6,10 @@ from pathlib import Path
 
 from stubs import small_spec
 
-from backend.engine.backtest import run_backtest
-from backend.engine.clock import WallClock
+from backend.clock import WallClock
 from backend.engine.pipeline import compile_pipeline
 from backend.home import Home
+from backend.runs.backtest import run_backtest
 
 REPO = Path(__file__).resolve().parents[2]
 

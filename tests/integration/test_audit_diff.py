@@ -13,7 +13,13 @@ import polars as pl
 import pytest
 from stubs import small_spec
 
-from backend.audit.audit_diff import (
+from backend.audit.decisions import read_decisions
+from backend.clock import SimulatedClock, WallClock
+from backend.engine.pipeline import compile_pipeline
+from backend.errors import AuditError, ConfigError, ReplayError
+from backend.home import Home
+from backend.profiles.store import ProfileStore
+from backend.runs.audit_diff import (
     SERIES_POINTS,
     AuditDiff,
     audit_replay,
@@ -30,13 +36,7 @@ from backend.audit.audit_diff import (
     store_profile_override,
     thin,
 )
-from backend.audit.decisions import read_decisions
-from backend.engine.backtest import run_backtest
-from backend.engine.clock import SimulatedClock, WallClock
-from backend.engine.pipeline import compile_pipeline
-from backend.errors import AuditError, ConfigError, ReplayError
-from backend.home import Home
-from backend.profiles.store import ProfileStore
+from backend.runs.backtest import run_backtest
 from scripts.cli import main
 
 THRESHOLD = "risk.entry_min_p_up=0.56"

@@ -1,4 +1,4 @@
-"""Integration tests for backend.engine.backtest: the run folder and a summary that agrees with it."""
+"""Integration tests for backend.runs.backtest: the run folder and a summary that agrees with it."""
 
 from __future__ import annotations
 
@@ -12,14 +12,14 @@ import pytest
 from stubs import small_spec
 
 from backend.audit.decisions import decision_log_sha256, read_decisions
+from backend.clock import WallClock
 from backend.config.canonical import canonical_json
-from backend.engine.backtest import prepare_run_dir, run_backtest
-from backend.engine.clock import WallClock
 from backend.engine.pipeline import Pipeline, compile_pipeline
-from backend.engine.runner import frame_sha256
 from backend.errors import ConfigError
 from backend.home import Home
 from backend.models.bundle import load_bundle
+from backend.runs.backtest import prepare_run_dir, run_backtest
+from backend.runs.runner import frame_sha256
 from execution.accounting.portfolio import to_decimal
 
 RUN_FILES = [

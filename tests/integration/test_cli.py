@@ -16,13 +16,13 @@ import yaml
 from stubs import small_overrides, small_spec
 
 from backend.audit.decisions import write_decisions
+from backend.clock import WallClock
 from backend.config.compose import compose_spec, validate_raw
 from backend.config.diff import diff_configs
 from backend.data import shared_loader
-from backend.engine import runner
-from backend.engine.clock import WallClock
 from backend.engine.pipeline import compile_pipeline
 from backend.models.bundle import load_bundle
+from backend.runs import runner
 from scripts.cli import SUMMARY_KEYS, main, run
 
 ACTS = Path(__file__).resolve().parents[2] / ".venv" / "bin" / "acts"

@@ -14,7 +14,7 @@ import pytest
 from paper_helpers import record_run
 
 from backend.audit.decisions import decision_log_sha256, read_decisions
-from backend.engine.clock import WallClock
+from backend.clock import WallClock
 from backend.errors import ModelError
 from backend.models.bundle import load_bundle
 from backend.models.registry import ModelRegistry, StatusTrigger

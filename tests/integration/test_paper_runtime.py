@@ -16,8 +16,8 @@ import pytest
 from paper_helpers import REPO, record_run
 
 from backend.audit.decisions import read_decisions
+from backend.clock import WallClock
 from backend.control.store import ControlStore
-from backend.engine.clock import WallClock
 from backend.models.registry import ModelRegistry
 from backend.profiles.store import ProfileStore
 from backend.profiles.watcher import ProfileWatcher

@@ -1,4 +1,4 @@
-"""Integration tests for backend.audit.replay: overrides, divergence search, verified run folders."""
+"""Integration tests for backend.runs.replay: overrides, divergence search, verified run folders."""
 
 from __future__ import annotations
 
@@ -11,13 +11,13 @@ import pytest
 from stubs import small_spec
 
 from backend.audit.decisions import read_decisions
-from backend.audit.replay import REPLAYABLE_GROUPS, apply_overrides, first_divergence, replay
+from backend.clock import WallClock
 from backend.config.diff import ConfigChange
-from backend.engine.backtest import run_backtest
-from backend.engine.clock import WallClock
 from backend.engine.pipeline import compile_pipeline
 from backend.errors import ConfigError, ReplayError
 from backend.home import Home
+from backend.runs.backtest import run_backtest
+from backend.runs.replay import REPLAYABLE_GROUPS, apply_overrides, first_divergence, replay
 
 RAW = {"name": "r", "risk": {"entry_min_p_up": 0.55, "max_total_exposure": {"mode": "pct_of_pv", "value": 0.8}}, "data": {"days": 3}}
 

@@ -1,4 +1,4 @@
-"""Integration tests for backend.engine.runner: lake loading, hashing, the market matrix, execute."""
+"""Integration tests for backend.runs.runner: lake loading, hashing, the market matrix, execute."""
 
 from __future__ import annotations
 
@@ -12,12 +12,15 @@ import pytest
 from stubs import small_spec
 
 from backend.audit.decisions import decision_log_sha256
+from backend.clock import WallClock
 from backend.config.canonical import canonical_json, content_hash, sha256_hex
 from backend.data import lake
 from backend.data.simulator import simulate_ohlcv
-from backend.engine.clock import WallClock
 from backend.engine.pipeline import Pipeline, compile_pipeline
-from backend.engine.runner import (
+from backend.errors import DataError
+from backend.home import Home
+from backend.models.bundle import ModelBundle
+from backend.runs.runner import (
     BAR_COLUMNS,
     align_column,
     place,
@@ -31,9 +34,6 @@ from backend.engine.runner import (
     train_bundle,
     write_json,
 )
-from backend.errors import DataError
-from backend.home import Home
-from backend.models.bundle import ModelBundle
 
 FAST = "training.num_threads=1"
 

@@ -19,9 +19,9 @@ from backend.data import lake
 from backend.data.raw import RawStore
 from backend.data.simulator import simulate_ohlcv
 from backend.data.state import IngestState
-from backend.engine.runner import BAR_COLUMNS, load_bars
 from backend.errors import ConfigError, DataError
 from backend.home import Home
+from backend.runs.runner import BAR_COLUMNS, load_bars
 from backend.sandbox.coinapi import CoinApiEmulator
 
 DAY_BARS = 288  # 5-minute bars a day

@@ -16,14 +16,14 @@ from stubs import small_spec
 
 from backend.config.schema import RaySpec
 from backend.engine.pipeline import Pipeline, compile_pipeline
-from backend.engine.runner import load_bars, model_training_json, train_bundle, training_dataset
 from backend.errors import ModelError, TrainingTaskError
 from backend.home import Home
 from backend.models.bundle import ModelBundle
-from backend.models.candidate import train_candidate
 from backend.models.parallel import ensure_ray, run_ray
 from backend.models.registry import ModelRegistry
 from backend.models.train import predict_bundle
+from backend.runs.candidate import train_candidate
+from backend.runs.runner import load_bars, model_training_json, train_bundle, training_dataset
 
 FAST = "training.num_threads=1"
 

@@ -10,21 +10,21 @@ import polars as pl
 import pytest
 from stubs import small_overrides, small_spec
 
-from backend.audit.replay import replay
+from backend.clock import WallClock
 from backend.config.canonical import content_hash
 from backend.config.schema import FeatureSetSpec, Mode
 from backend.data import lake
-from backend.engine.clock import WallClock
 from backend.engine.pipeline import Pipeline, compile_pipeline
-from backend.engine.runner import execute, load_bars, simulated_source, train_bundle, training_dataset
 from backend.errors import ModelError, TrainingTaskError
 from backend.home import Home
-from backend.models.candidate import train_candidate
 from backend.models.lineage import code_version
 from backend.models.metrics import fold_metrics
 from backend.models.promotion import promote
 from backend.models.registry import ModelRegistry
 from backend.models.train import predict_bundle
+from backend.runs.candidate import train_candidate
+from backend.runs.replay import replay
+from backend.runs.runner import execute, load_bars, simulated_source, train_bundle, training_dataset
 from scripts.cli import main
 
 FAST = "training.num_threads=1"

@@ -11,10 +11,10 @@ from stubs import LENIENT_PROMOTION, small_overrides, small_spec
 
 from backend.engine.pipeline import Pipeline, compile_pipeline
 from backend.home import Home
-from backend.models.candidate import train_candidate
 from backend.models.promotion import promote
 from backend.models.registry import ModelRegistry
-from backend.models.schedule import RetrainTrigger, check_drift, run_schedule
+from backend.runs.candidate import train_candidate
+from backend.runs.schedule import RetrainTrigger, check_drift, run_schedule
 from scripts.cli import main
 
 FAST = "training.num_threads=1"

@@ -12,13 +12,13 @@ import pytest
 import yaml
 from ingest_helpers import run_cli
 
+from backend.clock import WallClock
 from backend.config.schema import AssetSpec, UniverseSpec
 from backend.data.providers import Source, open_provider
 from backend.data.raw import RawStore
 from backend.data.settings import HistDataSettings, RankingSource
 from backend.data.simulator import simulate_ohlcv
 from backend.data.universe import Exclusion, KrakenUniverseData, build_version, load_snapshot, load_universe
-from backend.engine.clock import WallClock
 from backend.errors import ConfigError
 from backend.sandbox.kraken import KrakenEmulator
 

@@ -5,12 +5,12 @@ from __future__ import annotations
 import enum
 from collections.abc import Callable
 
+from backend.clock import Clock
 from backend.data.providers.base import Fetcher, Monotonic, OhlcvProvider, RateLimiter, RetryPolicy, Sleep
 from backend.data.providers.coinapi import CoinApiProvider
 from backend.data.providers.kraken_public import KrakenOhlcProvider, KrakenTradesProvider, is_throttled
 from backend.data.raw import RawStore
 from backend.data.settings import HistDataSettings, Provider, training_data_policy
-from backend.engine.clock import Clock
 from backend.errors import ConfigError
 
 

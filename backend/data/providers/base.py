@@ -16,9 +16,9 @@ from typing import Protocol
 import httpx
 import polars as pl
 
+from backend.clock import Clock
 from backend.config.schema import AssetSpec
 from backend.data.raw import RawRecord, RawStore
-from backend.engine.clock import Clock
 from backend.errors import ProviderError
 
 Sleep = Callable[[float], None]

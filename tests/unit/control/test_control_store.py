@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from backend.clock import SimulatedClock
 from backend.control import ControlAction, ControlStatus, ControlStore, is_killed, kill, resume, status
 from backend.control.store import AUTHOR_MAX_CHARS, REASON_MAX_CHARS, default_db_path
-from backend.engine.clock import SimulatedClock
 from backend.errors import ActsError, ControlError
 
 

@@ -17,8 +17,8 @@ import numpy as np
 import pytest
 import stubs
 
+from backend.clock import SimulatedClock
 from backend.config.schema import RiskProfileSpec, RunSpec, StrategySpec
-from backend.engine.clock import SimulatedClock
 from backend.engine.core import HOUR_MS, Engine, Stamp
 from backend.engine.events import BarBatch, MarketMatrix
 from backend.engine.pipeline import compile_pipeline, guard_names

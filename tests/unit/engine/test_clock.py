@@ -1,4 +1,4 @@
-"""Tests for backend.engine.clock: the simulated clock moves only forward; the wall clock reads real time."""
+"""Tests for backend.clock: the simulated clock moves only forward; the wall clock reads real time."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from backend.engine.clock import SimulatedClock, WallClock
+from backend.clock import SimulatedClock, WallClock
 
 
 def test_simulated_clock_starts_at_the_given_time() -> None:

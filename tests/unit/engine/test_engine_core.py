@@ -18,9 +18,9 @@ import pytest
 import stubs
 
 from backend.audit.decisions import decision_log_sha256
+from backend.clock import SimulatedClock
 from backend.config.canonical import canonical_json
 from backend.config.schema import RunSpec, StrategySpec
-from backend.engine.clock import SimulatedClock
 from backend.engine.core import Engine, Stamp
 from backend.engine.events import MarketMatrix
 from backend.engine.pipeline import compile_pipeline, guard_names

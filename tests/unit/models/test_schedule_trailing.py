@@ -16,7 +16,7 @@ from backend.engine.pipeline import Pipeline, compile_pipeline
 from backend.errors import ConfigError
 from backend.home import Home
 from backend.models.registry import ModelRegistry
-from backend.models.schedule import RetrainTrigger, ScheduleTick, run_schedule, utc_date, window_pipeline
+from backend.runs.schedule import RetrainTrigger, ScheduleTick, run_schedule, utc_date, window_pipeline
 
 SOURCE = "schedfeed"
 DAY = 86_400_000

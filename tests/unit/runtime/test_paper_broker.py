@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from backend.audit.decisions import COLUMNS
-from backend.engine.clock import SimulatedClock
+from backend.clock import SimulatedClock
 from backend.runtime.paper import CRASH_ENV, EventJournal, JournaledBroker, PaperRuntimeError, RecordingLog, crash_hook
 from execution.accounting.portfolio import Portfolio
 from execution.brokers.simulated import MarketOrder, SlippageModel

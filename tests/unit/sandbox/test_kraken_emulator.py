@@ -357,14 +357,15 @@ def test_rate_limit_answers_kraken_error_in_a_200_envelope(bars: pl.DataFrame, u
 
 
 def test_every_nth_transport_fault(bars: pl.DataFrame, universe: UniverseSpec) -> None:
-    # The client waits 0.75 s: long enough for an answer on a busy machine, shorter than a stalled one (1.5 s).
-    faults = FaultSpec(fail_429_every=10, fail_5xx_every=2, timeout_every=3, timeout_seconds=1.5, truncate_every=5, malformed_every=7)
+    # The client waits 2 s: long enough for an answer on a heavily loaded machine (0.75 s was not, at load 14),
+    # far shorter than a stalled one (20 s; leaving the block stops the emulator, which releases the stalls).
+    faults = FaultSpec(fail_429_every=10, fail_5xx_every=2, timeout_every=3, timeout_seconds=20, truncate_every=5, malformed_every=7)
     with KrakenEmulator(bars, "5m", faults=faults, universe=universe) as emulator:
         url = emulator.base_url + "/0/public/OHLC?pair=XBTUSD&interval=5"
         outcomes = []
         for _ in range(14):
             try:
-                response = httpx.get(url, timeout=0.75)
+                response = httpx.get(url, timeout=2.0)
                 outcomes.append((response.status_code, response.headers["content-type"].split(";")[0], response.content))
             except httpx.ReadTimeout:
                 outcomes.append(("timeout", "", b""))

@@ -1,4 +1,4 @@
-"""The composition root for backtest and replay: data in, pipeline run, run folder out.
+"""The composition of a run: bars in, a model trained or loaded, the engine's loop run, results out.
 
 This is the I/O shell around the pure core. Backtest and replay call the same ``execute``;
 they differ only in where the bars and the model come from (the lake and fresh training,
@@ -17,15 +17,16 @@ import numpy as np
 import polars as pl
 
 from backend.audit.decisions import decision_log_sha256
+from backend.clock import WallClock
 from backend.config.canonical import canonical_json, content_hash, sha256_hex
 from backend.config.schema import LakeDataSpec, Mode, RunSpec, SharedDataSpec
 from backend.data import lake
 from backend.data.shared_loader import default_shared_dir, import_shared
 from backend.data.simulator import simulate_ohlcv
 from backend.data.training_feed import prepare_lake_source
-from backend.engine.clock import SimulatedClock, WallClock
-from backend.engine.core import Engine, Stamp
+from backend.engine.core import Engine
 from backend.engine.events import MarketMatrix
+from backend.engine.loop import run_spine
 from backend.engine.pipeline import PREDICTION_OUTPUTS, Pipeline
 from backend.errors import DataError, ModelError
 from backend.features.build import build_features
@@ -271,25 +272,9 @@ def execute(pipeline: Pipeline, bars: pl.DataFrame, bundle: ModelBundle, wall: W
     started = wall.monotonic()
     matrix = market_matrix(pipeline, bars, bundle, spec.training.num_threads)
     prepared = wall.monotonic()
-    stamp = Stamp(pipeline.spec_hash, pipeline.profile_version, bundle.version)
-    ordermin = {a.symbol: a.ordermin for a in spec.universe.assets}
-    engine = Engine(
-        spec.symbols,
-        spec.universe.clusters,
-        ordermin,
-        pipeline.graph,
-        spec.risk,
-        spec.execution,
-        stamp,
-        SimulatedClock(int(matrix.ts_ms[0])),
-    )
-    equity = np.empty(len(matrix.ts_ms))
-    states = np.empty(matrix.has_bar.shape, dtype=np.int8)
-    for batch in matrix.batches():
-        equity[batch.index] = engine.on_batch(batch)
-        states[batch.index] = engine.state.state
+    spine = run_spine(pipeline, matrix, bundle.version)
     looped = wall.monotonic()
-    decisions = engine.log.frame()
+    decisions = spine.engine.log.frame()
     digest = decision_log_sha256(decisions)
     finished = wall.monotonic()
     timings = {
@@ -297,7 +282,7 @@ def execute(pipeline: Pipeline, bars: pl.DataFrame, bundle: ModelBundle, wall: W
         "event_loop": looped - prepared,
         "decision_log": finished - looped,
     }
-    return Outcome(engine, matrix, equity, states, decisions, digest, sha256_hex(states.tobytes()), timings)
+    return Outcome(spine.engine, matrix, spine.equity, spine.states, decisions, digest, sha256_hex(spine.states.tobytes()), timings)
 
 
 def write_json(path: Path, value: object) -> None:

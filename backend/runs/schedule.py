@@ -23,15 +23,15 @@ import numpy as np
 import polars as pl
 
 from backend.engine.pipeline import Pipeline, compile_pipeline
-from backend.engine.runner import Progress, load_bars, training_dataset
 from backend.errors import PromotionRefused
 from backend.home import Home
-from backend.models.candidate import TrainClock, train_candidate
 from backend.models.drift import DriftVerdict, drift_verdict, feature_drift, performance_drift
 from backend.models.lineage import clean
 from backend.models.promotion import promote
 from backend.models.registry import ModelRegistry, ModelStatus
 from backend.models.train import predict_bundle
+from backend.runs.candidate import TrainClock, train_candidate
+from backend.runs.runner import Progress, load_bars, training_dataset
 
 
 class RetrainTrigger(str, enum.Enum):

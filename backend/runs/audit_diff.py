@@ -3,13 +3,13 @@
 Two ways to get a pair of runs over the same inputs:
 
 - :func:`audit_replay` replays a run folder under overrides (``--set key=value``, a whole profile
-  from a file or from the profile store). :func:`backend.audit.replay.replay` verifies the folder
+  from a file or from the profile store). :func:`backend.runs.replay.replay` verifies the folder
   (spec, inputs, model and decision log against their hashes) and checks the overrides; the
   replay is then executed once more through the same ``execute`` to keep its ledger and equity.
 - :func:`audit_runs` compares two finished run folders whose recorded inputs hash the same.
 
 The report (:class:`AuditDiff`) holds (a) the config diff, (b) the first diverging decision (seq
-and time, by :func:`backend.audit.replay.first_divergence`), (c) every decision that changed,
+and time, by :func:`backend.runs.replay.first_divergence`), (c) every decision that changed,
 matched by ``(ts, symbol, transition)`` (with an occurrence number should a key repeat): removed,
 added, or changed in its decided fields (action, states, reason code, admission, gate reason),
 and (d) the effect on trades, fees, exposure and PnL, original against replay with the delta.
@@ -37,15 +37,15 @@ import polars as pl
 import yaml
 
 from backend.audit.decisions import clean_float, decision_log_sha256, read_decisions
-from backend.audit.replay import apply_overrides, first_divergence, replay
+from backend.clock import Clock, WallClock
 from backend.config.canonical import canonical_json
 from backend.config.compose import validate_raw
 from backend.config.diff import ConfigChange, diff_configs
-from backend.engine.clock import Clock, WallClock
 from backend.engine.pipeline import compile_pipeline
-from backend.engine.runner import Outcome, execute
 from backend.errors import AuditError
 from backend.models.bundle import load_bundle
+from backend.runs.replay import apply_overrides, first_divergence, replay
+from backend.runs.runner import Outcome, execute
 from execution.accounting.portfolio import Fill
 
 PROFILE_STORE_MODULE = "backend.profiles.store"

@@ -16,7 +16,6 @@ import polars as pl
 from backend.config.canonical import content_hash
 from backend.config.schema import FeatureSetSpec
 from backend.engine.pipeline import Pipeline, compile_pipeline
-from backend.engine.runner import Outcome, Progress, execute, load_bars, model_training_json, train_bundle, training_dataset
 from backend.errors import ModelError
 from backend.home import Home
 from backend.models.bundle import ModelBundle
@@ -30,6 +29,7 @@ from backend.models.lineage import (
 )
 from backend.models.registry import ModelRegistry
 from backend.models.train import predict_bundle
+from backend.runs.runner import Outcome, Progress, execute, load_bars, model_training_json, train_bundle, training_dataset
 
 
 class TrainClock(Protocol):

@@ -9,12 +9,12 @@ import polars as pl
 
 from backend.audit.decisions import write_decisions
 from backend.audit.report import Marker, render_report, write_report
-from backend.engine.clock import WallClock
+from backend.clock import WallClock
 from backend.engine.pipeline import Pipeline
-from backend.engine.runner import Outcome, Progress, execute, frame_sha256, load_bars, train_bundle, write_json
 from backend.errors import ConfigError
 from backend.home import Home
 from backend.models.bundle import save_bundle
+from backend.runs.runner import Outcome, Progress, execute, frame_sha256, load_bars, train_bundle, write_json
 from execution.accounting.campaigns import CampaignPnl, campaign_pnl, campaign_totals
 
 _MARKER_KIND = {"enter": "entry", "exit": "exit", "scale_out": "scale_out", "reenter": "reentry"}

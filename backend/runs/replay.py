@@ -19,14 +19,14 @@ import polars as pl
 import yaml
 
 from backend.audit.decisions import canonical_lines, decision_log_sha256
+from backend.clock import WallClock
 from backend.config.canonical import content_hash
 from backend.config.compose import validate_raw
 from backend.config.diff import ConfigChange, diff_configs
-from backend.engine.clock import WallClock
 from backend.engine.pipeline import compile_pipeline
-from backend.engine.runner import execute, frame_sha256
 from backend.errors import ReplayError
 from backend.models.bundle import load_bundle
+from backend.runs.runner import execute, frame_sha256
 
 # Only these groups may change in a replay: the rest would change the inputs or the model.
 REPLAYABLE_GROUPS = ("risk", "strategy", "execution", "name", "mode")
