@@ -34,7 +34,8 @@ def wait_rendered(page, title: str) -> None:  # type: ignore[no-untyped-def]
     page.get_by_role("heading", name=title).first.wait_for(timeout=RENDER_TIMEOUT_MS)
     # Streamlit draws a skeleton for each element until its component has loaded, and a status widget while running.
     page.wait_for_function(
-        "() => !document.querySelector('[data-testid=\"stSkeleton\"], [data-testid=\"stStatusWidget\"]')",
+        "() => document.querySelector('[data-testid=\"stApp\"]')?.getAttribute('data-test-script-state') === 'notRunning'"
+        " && !document.querySelector('[data-testid=\"stSkeleton\"]')",
         timeout=RENDER_TIMEOUT_MS,
     )
 

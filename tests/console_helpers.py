@@ -11,11 +11,11 @@ from pathlib import Path
 from stubs import LENIENT_PROMOTION, small_spec
 
 from backend.config.compose import compose_spec
-from backend.engine.backtest import run_backtest
-from backend.engine.clock import WallClock
+from backend.runs.backtest import run_backtest
+from backend.clock import WallClock
 from backend.engine.pipeline import compile_pipeline
 from backend.home import Home
-from backend.models.candidate import train_candidate
+from backend.runs.candidate import train_candidate
 from backend.models.promotion import promote
 from backend.models.registry import ModelRegistry
 from backend.audit.decisions import write_decisions

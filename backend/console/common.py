@@ -7,9 +7,9 @@ from datetime import UTC, datetime
 import polars as pl
 import streamlit as st
 
-from backend.control.plane import FIRST_STEPS, is_empty
-from backend.control.runs import RunRef, list_runs
-from backend.engine.clock import WallClock
+from backend.operator.plane import FIRST_STEPS, is_empty
+from backend.operator.runs import RunRef, list_runs
+from backend.clock import WallClock
 from backend.errors import ActsError
 from backend.home import Home, acts_home
 

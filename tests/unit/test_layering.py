@@ -26,6 +26,8 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("kernel and models", ("backend.engine", "backend.models", "backend.control")),
     ("runs", ("backend.runs",)),
     ("runtime", ("backend.runtime",)),
+    ("operator", ("backend.operator",)),
+    ("console", ("backend.console",)),
     ("shell", ("scripts",)),
 )
 # The packages the issue names as lying below the runs layer.

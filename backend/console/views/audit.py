@@ -7,7 +7,7 @@ import polars as pl
 import streamlit as st
 
 from backend.console.common import clock, home, pick_run, refused, with_times
-from backend.control.plane import audit_run, profile_names, profile_view
+from backend.operator.plane import audit_run, profile_names, profile_view
 from backend.errors import ActsError
 
 TITLE = "Audit"

@@ -8,7 +8,7 @@ import polars as pl
 import streamlit as st
 
 from backend.console.common import home, pick_run, refused, with_times
-from backend.control.runs import DecisionQuery, decision_facets, gate_outcomes, query_decisions
+from backend.operator.runs import DecisionQuery, decision_facets, gate_outcomes, query_decisions
 from backend.errors import ActsError
 
 TITLE = "Decisions"

@@ -7,8 +7,8 @@ import polars as pl
 import streamlit as st
 
 from backend.console.common import home, pick_run, with_times
-from backend.control.plane import money
-from backend.control.runs import holdings, symbols_of
+from backend.operator.plane import money
+from backend.operator.runs import holdings, symbols_of
 
 TITLE = "Holdings and charts"
 SLUG = "holdings"

@@ -6,7 +6,7 @@ import polars as pl
 import streamlit as st
 
 from backend.console.common import home, utc
-from backend.control.plane import models_overview, run_bundles
+from backend.operator.plane import models_overview, run_bundles
 
 TITLE = "Models"
 SLUG = "models"

@@ -12,7 +12,7 @@ import streamlit as st
 import yaml
 
 from backend.console.common import clock, flash, home, refused, utc
-from backend.control.plane import (
+from backend.operator.plane import (
     activate_profile,
     commit_profile_edit,
     flatten,

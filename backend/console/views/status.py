@@ -6,7 +6,7 @@ import polars as pl
 import streamlit as st
 
 from backend.console.common import clock, duration, first_steps, flash, home, refused, utc
-from backend.control.plane import control_actions, engage_kill_switch, resume_trading, runtime_status
+from backend.operator.plane import control_actions, engage_kill_switch, resume_trading, runtime_status
 from backend.errors import ActsError
 
 TITLE = "Status"

@@ -11,10 +11,10 @@ from console_helpers import RUN_ID
 
 from backend.config.compose import compose_spec
 from backend.config.schema import ExposureLimitSpec
-from backend.control import plane
-from backend.control.runs import find_run
+from backend.operator import plane
+from backend.operator.runs import find_run
 from backend.control.store import ControlStore
-from backend.engine.clock import SimulatedClock, WallClock
+from backend.clock import SimulatedClock, WallClock
 from backend.errors import AuditError, ControlError
 from backend.home import Home
 from backend.profiles.errors import ProfileError, ProfileValueError, StaleProfileError

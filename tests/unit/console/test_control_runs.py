@@ -11,7 +11,7 @@ import pytest
 from console_helpers import PARTIAL_EVENTS, RUN_ID
 
 from backend.audit.decisions import read_decisions
-from backend.control.runs import (
+from backend.operator.runs import (
     DecisionQuery,
     RunKind,
     decision_facets,

@@ -11,7 +11,7 @@ from streamlit.testing.v1 import AppTest
 
 from backend.control.store import ControlStore
 from backend.profiles.store import ProfileStore
-from backend.engine.clock import WallClock
+from backend.clock import WallClock
 
 APP = Path(__file__).resolve().parents[3] / "backend" / "console" / "app.py"
 TIMEOUT = 120

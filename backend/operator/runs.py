@@ -1,7 +1,7 @@
 """Runs and sessions of a home, read for operators: listing, decision queries, holdings.
 
 The control plane's read side over the files the CLI writes: backtest run folders
-(``$ACTS_HOME/runs/<id>/``, see ``backend/engine/backtest.py``) and paper sessions
+(``$ACTS_HOME/runs/<id>/``, see ``backend/runs/backtest.py``) and paper sessions
 (``$ACTS_HOME/paper/<name>/journal.sqlite``, see ``backend/runtime/paper.py``). Nothing here writes.
 
 Decision queries scan the run's ``decisions.parquet`` lazily with polars: filters and the page's

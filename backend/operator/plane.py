@@ -23,13 +23,13 @@ from typing import Any
 import polars as pl
 import yaml
 
-from backend.audit.audit_diff import AuditDiff, audit_replay, store_profile_override
+from backend.runs.audit_diff import AuditDiff, audit_replay, store_profile_override
 from backend.config.compose import compose_spec
 from backend.config.diff import ConfigChange
 from backend.config.schema import RiskProfileSpec
-from backend.control.runs import RunKind, RunRef, holdings, list_runs, paper_checkpoint, recorded_run_of
+from backend.operator.runs import RunKind, RunRef, holdings, list_runs, paper_checkpoint, recorded_run_of
 from backend.control.store import DB_FILENAME, ControlAction, ControlStatus, ControlStore
-from backend.engine.clock import Clock
+from backend.clock import Clock
 from backend.errors import ActsError, ControlError
 from backend.home import Home
 from backend.models.promotion import evaluate_gates
