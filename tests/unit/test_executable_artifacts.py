@@ -76,9 +76,26 @@ def test_makefile_targets_parse_in_dry_run(target: str) -> None:
     assert result.returncode == 0, result.stderr
 
 
+NOT_RUN_GROUPS = {"bundles"}
+
+
+def test_bundle_build_and_channel_configs_validate() -> None:
+    from backend.bundles.channel import load_channel
+    from backend.runs.bundle_build import load_build_spec
+
+    builds = sorted(p for p in (CONF_DIR / "bundles").glob("*.yaml") if p.stem != "channel")
+    assert builds, "conf/bundles holds no build config"
+    for path in builds:
+        spec = load_build_spec(path.stem)
+        assert spec.name == path.stem
+        assert compile_pipeline(compose_spec(list(spec.overrides))).spec_hash
+    assert load_channel().path == "bundles"
+
+
 def config_options() -> list[str]:
     options = []
-    for group_dir in sorted(p for p in CONF_DIR.iterdir() if p.is_dir()):
+    # conf/bundles holds bundle build and channel settings, not a RunSpec group (checked below).
+    for group_dir in sorted(p for p in CONF_DIR.iterdir() if p.is_dir() and p.name not in NOT_RUN_GROUPS):
         for option in sorted(group_dir.glob("*.yaml")):
             options.append(f"{group_dir.name}={option.stem}")
     return options
