@@ -187,3 +187,17 @@ def test_screenshot_script_writes_one_picture_per_page(server: str, tmp_path: Pa
     shots = sorted(p.name for p in (tmp_path / "shots").glob("*.png"))
     assert shots == sorted(f"{m.SLUG}.png" for m in discover())
     assert all((tmp_path / "shots" / name).stat().st_size > 10_000 for name in shots)
+
+
+def test_screenshot_script_runs_as_a_module_and_explains_its_arguments(capsys: pytest.CaptureFixture[str]) -> None:
+    import runpy
+
+    argv = sys.argv
+    sys.argv = ["console_screenshots", "--help"]
+    try:
+        with pytest.raises(SystemExit) as stop:
+            runpy.run_module("scripts.console_screenshots", run_name="__main__")
+    finally:
+        sys.argv = argv
+    assert stop.value.code == 0
+    assert "--url" in capsys.readouterr().out
