@@ -38,3 +38,14 @@ clean:
 .PHONY: drill
 drill: install
 	$(BIN)/acts drill --trials 100 --fuzz-examples 500 --out docs/reliability.md
+
+# The operator console on http://127.0.0.1:8501 (issue 12); CONSOLE_ARGS="--port 8600" to change it.
+.PHONY: console
+console: install
+	$(BIN)/acts console $(CONSOLE_ARGS)
+
+# Screenshots of every console page into docs/console/, from a running console (`make console` on a home with a run).
+CONSOLE_URL ?= http://127.0.0.1:8501
+.PHONY: console-screenshots
+console-screenshots: install
+	$(BIN)/python -m scripts.console_screenshots --url $(CONSOLE_URL) --out docs/console

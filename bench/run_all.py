@@ -25,6 +25,7 @@ ORDER = (
     "bench_predict.py",
     "bench_replay.py",
     "bench_bundles.py",
+    "bench_console.py",
 )
 
 

@@ -83,10 +83,14 @@ def decision_log_sha256(frame: pl.DataFrame) -> str:
     return sha256_hex("\n".join(canonical_lines(frame)))
 
 
+# Row groups small enough that a console page of a long log decodes little beyond its rows (ADR-033).
+ROW_GROUP_ROWS = 50_000
+
+
 def write_decisions(frame: pl.DataFrame, path: Path) -> Path:
-    """Write the log as parquet (zstd), atomically."""
+    """Write the log as parquet (zstd) in row groups of ``ROW_GROUP_ROWS``, atomically."""
     tmp = path.with_name(f".{path.name}.tmp")
-    frame.write_parquet(tmp, compression="zstd")
+    frame.write_parquet(tmp, compression="zstd", row_group_size=ROW_GROUP_ROWS)
     tmp.replace(path)
     return path
 

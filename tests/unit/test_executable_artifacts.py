@@ -70,7 +70,7 @@ def test_system_packages_script_is_valid_bash_and_idempotent() -> None:
     assert result.returncode == 0, result.stderr
 
 
-@pytest.mark.parametrize("target", ["install", "run", "test", "bench", "clean"])
+@pytest.mark.parametrize("target", ["install", "run", "test", "bench", "clean", "console", "console-screenshots"])
 def test_makefile_targets_parse_in_dry_run(target: str) -> None:
     result = subprocess.run(["make", "-n", "-C", str(REPO), target], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr

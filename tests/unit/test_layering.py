@@ -27,6 +27,8 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("bundles", ("backend.bundles",)),
     ("runs", ("backend.runs",)),
     ("runtime", ("backend.runtime",)),
+    ("operator", ("backend.operator",)),
+    ("console", ("backend.console",)),
     ("shell", ("scripts",)),
 )
 # The packages the issue names as lying below the runs layer.

@@ -1,0 +1,1 @@
+"""The operator console: a Streamlit app, a thin client of ``backend.control`` (no business rule, no SQL)."""
