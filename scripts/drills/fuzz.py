@@ -5,7 +5,7 @@ infinities, unicode, control characters and huge strings. Each case must end in 
 
 - **accepted**: the value is valid (and then, for a store, written);
 - **no-op**: a valid value that changes nothing (the profile already holds it, the version is already active),
-  refused as such, with nothing written;
+  refused as such (``NoChangeError``, whose message ends with ``NO_CHANGE``), with nothing written;
 - **refused**: a clear error (``ActsError`` or argparse's exit 2) whose message names the field, and nothing
   written (the store's rows, the home's files are unchanged).
 
@@ -33,13 +33,13 @@ from hypothesis import strategies as st
 from backend.config.compose import compose_raw, compose_with_hydra, validate_raw
 from backend.clock import WallClock
 from backend.errors import ActsError
+from backend.profiles.errors import NO_CHANGE, NoChangeError
 from backend.profiles.store import ProfileStore
 from scripts.cli import build_parser, main
 from scripts.drills.kills import environment
 
 HUGE = "x" * 100_000
 CONTROL = "".join(chr(c) for c in (*range(0, 32), 127, 0x85, 0x200B, 0x202E, 0x2028))
-NOOP = "as it is; nothing written"
 TEXT = st.text(alphabet=st.characters(codec="utf-8"), max_size=80)
 
 
@@ -198,7 +198,7 @@ def fuzz_profiles(examples: int, root: Path) -> FuzzTarget:
                 store.set("balanced", changes, author, reason, store.show("balanced").version)
             except ActsError as error:
                 unchanged = _rows(db) == before
-                outcome = "refused" if names_field(str(error), key) else "no-op" if NOOP in str(error) else "unclear refusal"
+                outcome = "no-op" if isinstance(error, NoChangeError) else "refused" if names_field(str(error), key) else "unclear refusal"
                 target.count(outcome if unchanged else "a write on refusal", f"{key}={value!r} author={author!r}: {error}")
                 return
             target.count("accepted")
@@ -282,6 +282,12 @@ def _home_state(home: Path) -> dict[str, Any]:
     return state
 
 
+def is_no_change(said: str) -> bool:
+    """Whether a command's error output is one refusal of an action that would change nothing (a correct refusal)."""
+    lines = said.strip().splitlines()
+    return len(lines) == 1 and lines[0].startswith("acts: error: profile ") and lines[0].endswith(NO_CHANGE)
+
+
 def fuzz_attribution(examples: int, root: Path) -> FuzzTarget:
     """``--author`` and ``--reason`` of every attributable command, run whole: a refusal is exit 2 and writes nothing."""
     target = FuzzTarget("attributable commands (--author, --reason), run whole")
@@ -303,7 +309,7 @@ def fuzz_attribution(examples: int, root: Path) -> FuzzTarget:
             target.count("accepted")
             return
         said = err.getvalue()
-        outcome = "refused" if field_name in said else "no-op" if "already active" in said else "unclear refusal"
+        outcome = "no-op" if is_no_change(said) else "refused" if field_name in said else "unclear refusal"
         clean = code == 2 and _home_state(home) == before
         target.count(outcome if clean else "a write on refusal", f"{command} {flag}={text!r}: {said}")
 

@@ -212,3 +212,22 @@ def test_judge_accepts_what_validates_and_names_what_it_refuses() -> None:
     assert fuzz.judge(lambda: None, "risk.x", "e") == ("accepted", "e")
     assert fuzz.judge(refuse, "risk.x", "e")[0] == "refused"
     assert fuzz.judge(refuse, "data.days", "e")[0] == "refusal does not name the field"
+
+
+def test_a_refused_edit_that_changes_nothing_is_a_no_op_for_the_fuzz_not_an_unclear_refusal(tmp_path: Path) -> None:
+    change = ["profile", "set", "position_size_pct=0.14", "--author", "dana", "--reason", "r"]
+    out, err = io.StringIO(), io.StringIO()
+    with kills.environment({"ACTS_HOME": str(tmp_path / "home")}):
+        assert main(change, out, io.StringIO()) == 0
+        assert main(change, out, err) == 2
+
+    assert err.getvalue() == (
+        "acts: error: profile 'balanced': v2 already holds position_size_pct=0.14; no change to make, nothing written\n"
+    )
+    assert fuzz.is_no_change(err.getvalue())
+    assert not fuzz.is_no_change("acts: error: 'author' must not be empty, was ''\n")
+    assert not fuzz.is_no_change("acts: error: profile 'x': y; no change to make, nothing written\nTraceback\n")
+    # Run whole, the attributable commands meet such no-ops once a first valid value was committed.
+    target = fuzz.fuzz_attribution(60, tmp_path / "fuzz")
+    assert target.unclear == [] and target.noop > 0
+    assert target.cases == target.accepted + target.refused + target.noop == 60
