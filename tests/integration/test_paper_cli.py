@@ -61,7 +61,7 @@ def test_acts_run_paper_uses_the_promoted_model_without_the_run_bundle_flag(
     registry = ModelRegistry(acts_home / "registry" / "models")
     bundle = load_bundle(run_dir / "model")
     registry.register(bundle, {}, 1, "test")
-    registry.transition(bundle.version, StatusTrigger.PROMOTE, "test", 2)
+    registry.transition(bundle.version, StatusTrigger.PROMOTE, "test", 2, author="test")
 
     code, out, _ = acts(*paper_args(run_dir, "--state", str(tmp_path / "state")))
 
