@@ -150,6 +150,26 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def parse(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:
+    """Parse ``argv`` like ``parser.parse_args``, also taking overrides that follow an option.
+
+    argparse gives a command's ``overrides`` (``nargs="*"`` after a required positional, as in ``acts replay RUN``
+    or ``acts models promote MODEL``) their empty list as soon as the positional before them is read, so
+    ``acts models promote MODEL --author dana training.promotion.min_auc=0.55`` used to fail with "unrecognized
+    arguments". Left-over words go to ``overrides`` when the command has them and none looks like an option
+    (anything after ``--`` is a word); otherwise the refusal is argparse's own (exit 2, naming them).
+    """
+    args, extra = parser.parse_known_args(argv)
+    if not extra:
+        return args
+    words = extra[extra.index("--") + 1 :] if "--" in extra else []
+    before = extra[: extra.index("--")] if "--" in extra else extra
+    if not isinstance(getattr(args, "overrides", None), list) or any(w.startswith("-") for w in before):
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    args.overrides = [*args.overrides, *before, *words]
+    return args
+
+
 def main(argv: Sequence[str] | None = None, out: TextIO | None = None, err: TextIO | None = None) -> int:
     """Run the ``acts`` command; return its exit code (2 for a refused input).
 
@@ -157,7 +177,7 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None, err: Text
     """
     out = out or sys.stdout
     err = err or sys.stderr
-    args = build_parser().parse_args(argv)
+    args = parse(build_parser(), argv)
     try:
         if args.command == "config":
             return cmd_config(args, out)

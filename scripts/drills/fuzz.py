@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import hashlib
 import io
 import math
 import sqlite3
@@ -30,12 +31,13 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from backend.bundles.compat import SHIPPED_DIR
 from backend.config.compose import compose_raw, compose_with_hydra, validate_raw
 from backend.clock import WallClock
 from backend.errors import ActsError
 from backend.profiles.errors import NO_CHANGE, NoChangeError
 from backend.profiles.store import ProfileStore
-from scripts.cli import build_parser, main
+from scripts.cli import build_parser, main, parse
 from scripts.drills.kills import environment
 
 HUGE = "x" * 100_000
@@ -250,7 +252,7 @@ def fuzz_cli(examples: int) -> FuzzTarget:
         err = io.StringIO()
         try:
             with contextlib.redirect_stderr(err):
-                args = build_parser().parse_args(argv)
+                args = parse(build_parser(), argv)
         except SystemExit as stopped:
             shown = action.option_strings[0] if action.option_strings else action.dest
             said = err.getvalue()
@@ -270,15 +272,22 @@ ATTRIBUTED = (
     ("control", "resume"),
     ("profile", "set", "position_size_pct=0.14"),
     ("profile", "activate", "1", "--profile", "conservative"),
+    ("bundle", "install", str(SHIPPED_DIR / "sim_v1" / "1.0.0")),
 )
+_SQLITE_SIDE_FILES = ("-wal", "-shm")
 
 
 def _home_state(home: Path) -> dict[str, Any]:
+    """Every database's rows and every other file's bytes (the bundle store's state.json, installed files)."""
     state: dict[str, Any] = {}
-    for path in sorted(home.rglob("*.db")):
-        with sqlite3.connect(path) as conn:
-            state[path.name] = list(conn.iterdump())
-        conn.close()
+    for path in sorted(p for p in home.rglob("*") if p.is_file() and not p.name.endswith(_SQLITE_SIDE_FILES)):
+        key = path.relative_to(home).as_posix()
+        if path.suffix == ".db":
+            with sqlite3.connect(path) as conn:
+                state[key] = list(conn.iterdump())
+            conn.close()
+        else:
+            state[key] = hashlib.sha256(path.read_bytes()).hexdigest()
     return state
 
 

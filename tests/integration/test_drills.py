@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import json
+import random
 import shutil
 import sqlite3
 from pathlib import Path
@@ -171,6 +172,30 @@ def test_the_bundle_detectors_see_a_torn_state_a_half_copied_folder_and_a_change
     assert bundles.after_kill(store, old_key, new_key) == (None, 1)  # no bundle active at all
     store.state_path.write_text("{", encoding="utf-8")
     assert bundles.after_kill(store, old_key, new_key) == (None, 1)
+
+
+def test_bundle_kill_points_cover_every_phase_and_wait_for_it(tmp_path: Path) -> None:
+    store = BundleStore(tmp_path / "bundles")
+    rng = random.Random(0)
+    points: dict[str, Any] = {}
+    while len(points) < len(bundles.PHASES):
+        phase, ready, delay = bundles.kill_point(rng, store, "sim_v1/1.1.0", 3)
+        points.setdefault(phase, ready)
+        assert 0.0 <= delay <= 0.3
+    assert not any(ready() for ready in points.values())  # nothing started yet
+
+    staging = store.root / ".staging-7" / "model"
+    staging.mkdir(parents=True)
+    for name in ("a", "b", "c"):
+        (staging / name).write_text("x", encoding="utf-8")
+    assert points["copying the files"]() and points["verifying the copy"]()
+    assert not points["switching"]()
+    store.folder("sim_v1/1.1.0").mkdir(parents=True)
+    assert points["switching"]() and not points["smoke-checking"]()
+    store.state_path.write_text(json.dumps({"active": "sim_v1/1.0.0"}), encoding="utf-8")
+    assert not points["smoke-checking"]()
+    store.state_path.write_text(json.dumps({"active": "sim_v1/1.1.0"}), encoding="utf-8")
+    assert points["smoke-checking"]()
 
 
 def test_paper_counts_calls_a_state_the_runtime_refuses_torn(results: dict[str, Any], run_dir: Path, tmp_path: Path) -> None:
