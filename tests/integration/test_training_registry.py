@@ -189,7 +189,9 @@ def registry_status(home: Path, version: str) -> str:
     return ModelRegistry.of_home(Home(home)).load(version)["status"]
 
 
-def test_the_cli_trains_refuses_promotes_and_backtests_on_the_promoted_model(acts_home: Path) -> None:
+def test_the_cli_trains_refuses_promotes_and_backtests_on_the_promoted_model(
+    acts_home: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     base = small_overrides(FAST)
 
     code, out, err = _run(["train", *base])
@@ -198,8 +200,9 @@ def test_the_cli_trains_refuses_promotes_and_backtests_on_the_promoted_model(act
     assert out.startswith(f"candidate {version} (candidate)\n") and "  fold 1: auc " in out
     assert "[acts] trained global in fold 0" in err and f"[acts] registered candidate {version}" in err
 
-    code, out, err = _run(["models", "promote", version, *LENIENT])
-    assert code == 2 and "the following arguments are required: --author" in err  # no login-name default
+    with pytest.raises(SystemExit) as stopped:  # argparse's refusal: no login-name default
+        _run(["models", "promote", version, *LENIENT])
+    assert stopped.value.code == 2 and "the following arguments are required: --author" in capsys.readouterr().err
     code, out, err = _run(["models", "promote", version, *LENIENT, "--author", "dana\x1b[2J"])
     assert code == 2 and "'author' must not contain" in err and registry_status(acts_home, version) == "candidate"
 
