@@ -46,10 +46,9 @@ from backend.runs.variants import (
     expand_variants,
     group_variants,
     market_key,
-    sharpe_ratio,
+    run_figures,
     split_tokens,
     sweep_settings,
-    turnover,
 )
 
 
@@ -101,6 +100,13 @@ class SweepResult:
     table: pl.DataFrame
 
 
+def _compile_variant(variant: Variant) -> Pipeline:
+    try:
+        return compile_pipeline(compose_spec(list(variant.overrides)))
+    except ConfigError as error:
+        raise ConfigError(f"variant {variant.folder} ({variant.label}): {error}") from error
+
+
 def _refuse_used_folders(out: Path, variants: Sequence[Variant]) -> None:
     if (out / "comparison.csv").exists():
         raise ConfigError(f"sweep folder {out} already holds a sweep; choose another sweep.out")
@@ -118,17 +124,20 @@ def _write_table(out: Path, table: pl.DataFrame) -> None:
 def run_sweep(tokens: Sequence[str], home: Home, wall: WallClock, progress: Progress) -> SweepResult:
     """Expand ``tokens`` into variants, backtest them sharing what they can, write every run folder and the table.
 
-    Every variant is composed and compiled, and every folder checked, before anything is loaded or written.
+    Every variant is composed and compiled, every folder checked, the cluster reached and every group's
+    bars loaded before any folder is written.
 
     Raises
     ------
     ConfigError
-        For bad sweep settings or overrides, too many variants, or a sweep or run folder already used.
+        For bad sweep settings or overrides (naming the variant), too many variants, or a sweep or run folder already used.
+    DataError
+        When a group's bars cannot be loaded (nothing is written then).
     """
     own, overrides = split_tokens(tokens)
     settings = sweep_settings(own)
     variants = expand_variants(overrides, settings.max_variants)
-    pipelines = [compile_pipeline(compose_spec(v.overrides)) for v in variants]
+    pipelines = [_compile_variant(v) for v in variants]
     out = Path(settings.out)
     _refuse_used_folders(out, variants)
     keys = [market_key(p, canonical_json([model_training_json(p.spec), round_trip_cost(p.spec)])) for p in pipelines]
@@ -137,11 +146,16 @@ def run_sweep(tokens: Sequence[str], home: Home, wall: WallClock, progress: Prog
     use_ray = settings.ray.enabled
     if use_ray:
         ensure_ray(settings.ray, ray_temp_dir(home.root))
+    # Every group's bars are loaded before any folder is written, so a group without data refuses the whole
+    # sweep and leaves no folder; only the first group's are kept (the others are read again from the lake).
+    loaded = [load_bars(pipelines[members[0]].spec, home, progress) for members in groups[:1]]
+    for members in groups[1:]:
+        load_bars(pipelines[members[0]].spec, home, progress)
     rows: list[dict[str, Any]] = []
-    for members in groups:
+    for n, members in enumerate(groups):
         started = wall.monotonic()
         first = pipelines[members[0]]
-        bars, snapshot = load_bars(first.spec, home, progress)
+        bars, snapshot = loaded.pop() if n == 0 else load_bars(first.spec, home, progress)
         bundle = train_bundle(first, bars, snapshot, progress, home)
         trained = wall.monotonic()
         matrix = market_matrix(first, bars, bundle, first.spec.training.num_threads)
@@ -158,7 +172,7 @@ def run_sweep(tokens: Sequence[str], home: Home, wall: WallClock, progress: Prog
             extra = {"train_seconds": round(trained - started, 3), "run_dir": str(run_dir), "sweep": str(out), "variant": variant.label}
             summary = write_results(run_dir, pipeline, bundles[i], outcome, wall.monotonic() - started, extra)
             notional = float(sum(f.qty * f.price for f in run.engine.portfolio.ledger))
-            rows.append(comparison_row(variant, summary, sharpe_ratio(run.equity, pipeline.spec.data.bar_ms), turnover(notional, summary["initial_equity"])))
+            rows.append(comparison_row(variant, summary, run_figures(summary, run.equity, pipeline.spec.data.bar_ms, notional)))
             progress(f"sweep: {variant.folder} done ({summary['return_pct']} % return)")
     table = comparison_frame(rows)
     _write_table(out, table)

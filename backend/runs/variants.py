@@ -171,32 +171,46 @@ def group_variants(keys: Sequence[str]) -> list[list[int]]:
     return list(groups.values())
 
 
-def sharpe_ratio(equity: np.ndarray, bar_ms: int) -> float | None:
-    """Annualised Sharpe ratio of the per-bar returns of ``equity`` (no risk-free rate); None when undefined."""
-    if len(equity) < 3:
-        return None
-    returns = equity[1:] / equity[:-1] - 1.0
-    deviation = float(np.std(returns, ddof=1))
+def sharpe_ratio(equity: np.ndarray, initial: float, bar_ms: int) -> float | None:
+    """Annualised Sharpe ratio of the bar returns of ``equity`` (the first from ``initial``); None for a flat curve.
+
+    The definition of ``summary.json``'s ``sharpe`` (issue 11): risk-free rate 0, population
+    standard deviation, ``sqrt(365 days / bar length)`` bars a year.
+    """
+    returns = equity / np.concatenate([[initial], equity[:-1]]) - 1.0
+    deviation = float(returns.std())
     if deviation == 0.0:
         return None
-    return round(float(np.mean(returns)) / deviation * math.sqrt(_YEAR_MS / bar_ms), 4)
+    return round(float(returns.mean()) / deviation * math.sqrt(_YEAR_MS / bar_ms), 4)
 
 
-def turnover(traded_notional: float, initial_equity: float) -> float:
-    """Traded notional (buys and sells) as a multiple of the initial equity."""
-    return round(traded_notional / initial_equity, 4)
+def turnover(traded_notional: float, equity: np.ndarray) -> float:
+    """Traded notional (buys and sells) over the mean equity: how many times the book was traded (issue 11's definition)."""
+    return round(traded_notional / float(equity.mean()), 4)
 
 
-def comparison_row(variant: Variant, summary: dict[str, Any], sharpe: float | None, turned: float) -> dict[str, Any]:
-    """Return a variant's row of the comparison table from its run summary."""
+def run_figures(summary: dict[str, Any], equity: np.ndarray, bar_ms: int, traded_notional: float) -> dict[str, float | None]:
+    """Return a variant's ``sharpe`` and ``turnover``: its summary's own where it has them, else computed here.
+
+    Both are computed by the definitions the summary uses, so the table reads the same either way.
+    """
+    computed = {
+        "sharpe": sharpe_ratio(equity, float(summary["initial_equity"]), bar_ms),
+        "turnover": turnover(traded_notional, equity),
+    }
+    return {key: summary[key] if key in summary else value for key, value in computed.items()}
+
+
+def comparison_row(variant: Variant, summary: dict[str, Any], figures: dict[str, float | None]) -> dict[str, Any]:
+    """Return a variant's row of the comparison table from its run summary and its :func:`run_figures`."""
     return {
         "variant": variant.folder,
         "label": variant.label,
         "return_pct": summary["return_pct"],
         "max_drawdown_pct": summary["max_drawdown_pct"],
-        "sharpe": sharpe,
+        "sharpe": figures["sharpe"],
         "fees_paid": float(summary["fees_paid"]),
-        "turnover": turned,
+        "turnover": figures["turnover"],
         "orders": summary["orders"],
         "fills": summary["fills"],
         "decisions": summary["decisions"],

@@ -18,7 +18,7 @@ from backend.clock import WallClock
 from backend.config.compose import compose_spec
 from backend.config.schema import RaySpec
 from backend.engine.pipeline import compile_pipeline
-from backend.errors import ConfigError
+from backend.errors import ConfigError, DataError
 from backend.home import Home
 from backend.models.parallel import ensure_ray
 from backend.models.promotion import promote
@@ -163,6 +163,40 @@ def test_acts_sweep_prints_the_comparison_and_refuses_bad_input_naming_it(local_
     assert main(["sweep", *BASE, "seed=range(0,5)", "sweep.max_variants=4", f"sweep.out={tmp_path / 't'}"], io.StringIO(), refused) == 2
     assert "'sweep.max_variants' must be >= the number of variants; the overrides expand to 5, the bound is 4" in refused.getvalue()
     assert not (tmp_path / "t").exists()
+
+
+def test_a_variant_with_a_bad_value_is_refused_naming_the_variant_the_field_and_the_bound(tmp_path: Path) -> None:
+    out, err = io.StringIO(), io.StringIO()
+
+    code = main(["sweep", *BASE, "risk.entry_min_p_up=0.5,7", "sweep.ray.enabled=false", f"sweep.out={tmp_path / 's'}"], out, err)
+
+    assert (code, out.getvalue()) == (2, "")
+    assert "variant 001-risk.entry_min_p_up=7 (risk.entry_min_p_up=7): invalid config:\n'risk.entry_min_p_up' must be <= 1.0, was 7" in err.getvalue()
+    assert not (tmp_path / "s").exists()
+
+
+@pytest.mark.parametrize(("swept", "said"), [
+    ("risk.entry_min_p_up=0.5,nan", "'risk.entry_min_p_up' must be a finite number, was nan"),
+    ("sweep.max_variants=inf", "'sweep.max_variants' must be a finite number, was inf"),
+    ("sweep.ray.address=10.0.0.5:70000", "'sweep.ray.address': port must be >= 1 and <= 65535, was 70000"),
+])  # fmt: skip
+def test_non_finite_or_out_of_bound_sweep_input_exits_2_naming_it_and_writes_nothing(acts_home: Path, swept: str, said: str) -> None:
+    err = io.StringIO()
+
+    code = main(["sweep", *BASE, swept, "risk=aggressive,balanced"], io.StringIO(), err)
+
+    assert code == 2
+    assert said in err.getvalue()
+    assert not acts_home.exists()
+
+
+def test_a_group_without_data_refuses_the_whole_sweep_before_any_folder_is_written(tmp_path: Path) -> None:
+    home = Home(tmp_path / "home")
+
+    with pytest.raises(DataError, match=r"no bars for symbol 'BTC' \(source 'binance', timeframe '1h'\)"):
+        run_sweep(["data=simulated,lake", *BASE, "sweep.ray.enabled=false", f"sweep.out={tmp_path / 's'}"], home, WallClock(), lambda _m: None)
+
+    assert not (tmp_path / "s").exists()
 
 
 def test_a_sweep_on_the_promoted_model_uses_it_as_it_is_like_each_backtest_does(acts_home: Path, tmp_path: Path) -> None:

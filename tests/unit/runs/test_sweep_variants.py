@@ -21,6 +21,7 @@ from backend.runs.variants import (
     format_table,
     group_variants,
     market_key,
+    run_figures,
     sharpe_ratio,
     split_tokens,
     sweep_settings,
@@ -149,19 +150,35 @@ def test_groups_keep_first_appearance_order_and_ascending_members() -> None:
     assert group_variants([]) == []
 
 
-def test_sharpe_is_annualised_from_per_bar_returns_and_undefined_without_variation() -> None:
-    equity = np.array([100.0, 101.0, 100.5, 102.0, 101.0])
-    returns = equity[1:] / equity[:-1] - 1.0
-    expected = round(returns.mean() / returns.std(ddof=1) * math.sqrt(365 * 288), 4)
+def test_sharpe_is_annualised_from_bar_returns_starting_at_the_initial_equity_and_undefined_without_variation() -> None:
+    equity = np.array([101.0, 100.5, 102.0, 101.0])
+    returns = np.array([101.0 / 100.0, 100.5 / 101.0, 102.0 / 100.5, 101.0 / 102.0]) - 1.0
+    population_std = math.sqrt(sum((r - returns.mean()) ** 2 for r in returns) / len(returns))
+    expected = round(returns.mean() / population_std * math.sqrt(365 * 288), 4)
 
-    assert sharpe_ratio(equity, 300_000) == expected
-    assert sharpe_ratio(np.array([100.0, 100.0, 100.0]), 300_000) is None
-    assert sharpe_ratio(np.array([100.0, 101.0]), 300_000) is None
+    assert sharpe_ratio(equity, 100.0, 300_000) == expected
+    assert sharpe_ratio(np.array([100.0, 100.0, 100.0]), 100.0, 300_000) is None
+    assert sharpe_ratio(np.array([100.0]), 100.0, 300_000) is None
 
 
-def test_turnover_is_traded_notional_over_initial_equity() -> None:
-    assert turnover(25_000.0, 10_000.0) == 2.5
-    assert turnover(0.0, 10_000.0) == 0.0
+def test_turnover_is_traded_notional_over_the_mean_equity() -> None:
+    assert turnover(25_000.0, np.array([9_000.0, 10_000.0, 11_000.0])) == 2.5
+    assert turnover(0.0, np.array([10_000.0])) == 0.0
+
+
+def test_run_figures_are_computed_when_the_summary_lacks_them() -> None:
+    equity = np.array([10_100.0, 9_900.0, 10_000.0])
+
+    figures = run_figures({"initial_equity": 10_000.0}, equity, 300_000, 5_000.0)
+
+    assert figures == {"sharpe": sharpe_ratio(equity, 10_000.0, 300_000), "turnover": 0.5}
+    assert figures["sharpe"] is not None
+
+
+def test_run_figures_are_the_summary_own_when_it_has_them() -> None:
+    summary = {"initial_equity": 10_000.0, "sharpe": 1.75, "turnover": None}
+
+    assert run_figures(summary, np.array([10_100.0, 9_900.0]), 300_000, 5_000.0) == {"sharpe": 1.75, "turnover": None}
 
 
 def _summary(ret: float, sha: str) -> dict[str, object]:
@@ -170,7 +187,7 @@ def _summary(ret: float, sha: str) -> dict[str, object]:
 
 def test_the_comparison_table_has_one_row_per_variant_with_the_fixed_columns_in_order() -> None:
     a, b = Variant(1, ("risk=balanced",), ("risk=balanced",)), Variant(0, ("risk=aggressive",), ("risk=aggressive",))
-    rows = [comparison_row(a, _summary(1.0, "aa"), 0.8, 1.25), comparison_row(b, _summary(-2.0, "bb"), None, 0.0)]
+    rows = [comparison_row(a, _summary(1.0, "aa"), {"sharpe": 0.8, "turnover": 1.25}), comparison_row(b, _summary(-2.0, "bb"), {"sharpe": None, "turnover": 0.0})]
 
     table = comparison_frame(rows)
 
@@ -185,7 +202,7 @@ def test_the_comparison_table_has_one_row_per_variant_with_the_fixed_columns_in_
 
 
 def test_the_printed_table_aligns_the_main_columns_and_shows_missing_values_as_a_dash() -> None:
-    rows = [comparison_row(Variant(0, (), ("risk=aggressive",)), _summary(-2.0, "bb"), None, 0.0)]
+    rows = [comparison_row(Variant(0, (), ("risk=aggressive",)), _summary(-2.0, "bb"), {"sharpe": None, "turnover": 0.0})]
 
     text = format_table(comparison_frame(rows))
 
