@@ -25,6 +25,9 @@ import numpy as np
 import polars as pl
 
 from backend.audit.decisions import decision_log_sha256
+from backend.bundles.channel import load_channel
+from backend.bundles.compat import SHIPPED_DIR
+from backend.bundles.use import installed_source
 from backend.clock import WallClock
 from backend.config.canonical import canonical_json, sha256_hex
 from backend.config.compose import compose_spec
@@ -84,7 +87,7 @@ def variant_bundle(bundle: ModelBundle, pipeline: Pipeline) -> ModelBundle:
     The boosters are the group's (the variants share every setting that shapes them); a trained
     bundle's lineage names the spec it was trained for, so each variant gets its own spec hash (and
     thus the bundle version its decisions are stamped with when run alone). A bundle not trained by
-    this run (promoted, installed) is used as it is.
+    this run (promoted, or the home's installed one with ``model.source=bundle``) is used as it is.
     """
     if pipeline.spec.model.source != "train":
         return bundle
@@ -146,6 +149,8 @@ def run_sweep(tokens: Sequence[str], home: Home, wall: WallClock, progress: Prog
     use_ray = settings.ray.enabled
     if use_ray:
         ensure_ray(settings.ray, ray_temp_dir(home.root))
+    on_bundle = any(p.spec.model.source == "bundle" for p in pipelines)
+    installed = installed_source(home, wall.now_ms, SHIPPED_DIR, load_channel().bundle) if on_bundle else None
     # Every group's bars are loaded before any folder is written, so a group without data refuses the whole
     # sweep and leaves no folder; only the first group's are kept (the others are read again from the lake).
     loaded = [load_bars(pipelines[members[0]].spec, home, progress) for members in groups[:1]]
@@ -156,7 +161,7 @@ def run_sweep(tokens: Sequence[str], home: Home, wall: WallClock, progress: Prog
         started = wall.monotonic()
         first = pipelines[members[0]]
         bars, snapshot = loaded.pop() if n == 0 else load_bars(first.spec, home, progress)
-        bundle = train_bundle(first, bars, snapshot, progress, home)
+        bundle = train_bundle(first, bars, snapshot, progress, home, installed=installed)
         trained = wall.monotonic()
         matrix = market_matrix(first, bars, bundle, first.spec.training.num_threads)
         prepared = wall.monotonic()

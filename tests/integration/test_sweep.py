@@ -222,3 +222,21 @@ class _Clock:
 
     def monotonic(self) -> float:
         return 0.0
+
+
+def test_a_sweep_on_the_installed_bundle_trains_nothing_and_each_variant_equals_its_backtest(acts_home: Path, tmp_path: Path) -> None:
+    home = Home(acts_home)
+    overrides = ["data.days=20", "data.symbols=[BTC,ETH,SOL,DOGE]", "training.num_threads=1", "model.source=bundle", "risk=aggressive"]
+    messages: list[str] = []
+
+    result = run_sweep([*overrides, "risk.position_size_pct=0.06,0.12", "sweep.ray.enabled=false", f"sweep.out={tmp_path / 's'}"], home, WallClock(), messages.append)
+
+    assert any(m.startswith("using the installed bundle sim_v1/1.0.0") for m in messages)
+    assert not any(m.startswith("fold 0:") for m in messages)  # nothing trained
+    for variant in result.variants:
+        solo = run_backtest(compile_pipeline(compose_spec(list(variant.overrides))), home, tmp_path / "alone" / variant.folder, WallClock(), lambda _m: None)
+        row = result.table.filter(pl.col("variant") == variant.folder).row(0, named=True)
+        summary = json.loads((Path(row["run_dir"]) / "summary.json").read_text(encoding="utf-8"))
+        assert (row["decision_log_sha256"], summary["model_version"]) == (solo["decision_log_sha256"], solo["model_version"])
+    assert len(set(result.table["decision_log_sha256"].to_list())) == 2
+
