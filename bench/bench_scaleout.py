@@ -105,7 +105,8 @@ def sweep(days: int, symbols: int) -> dict[str, object]:
     from backend.runs.backtest import run_backtest
     from backend.runs.sweep import run_sweep
 
-    universe = compose_spec().symbols[:symbols]
+    everything = compose_spec().symbols
+    universe = ["BTC", *(s for s in everything if s != "BTC")][:symbols]  # the features read BTC's returns
     base = [f"data.days={days}", f"data.symbols=[{','.join(universe)}]", "training.walk_forward.n_folds=2", "training.walk_forward.min_train_bars=2880", "training.num_threads=2", "risk=aggressive"]
     swept = ["risk.entry_min_p_up=choice(0.5,0.52,0.54,0.56)", "risk.position_size_pct=choice(0.05,0.1,0.15,0.2)"]
     root = Path(tempfile.mkdtemp(prefix="acts-bench-sweep-"))
