@@ -31,7 +31,7 @@ from backend.kraken.client import (
     make_client,
 )
 from backend.kraken.permissions import KeyMode, KeyReport, check_key_info, check_probes
-from backend.secrets.keychain import Keychain
+from backend.secrets.keychain import Keychain, SecretStoreError
 from backend.secrets.redact import register_secret
 
 
@@ -139,6 +139,8 @@ def read_credentials(api_key: str, secret: str) -> Credentials:
     OnboardingError
         Naming the field and the rule (never echoing the value).
     """
+    for value in (api_key, secret):
+        register_secret(value.strip())  # from now on no log, error or traceback of this process shows it
     for field, value in (("api_key", api_key), ("secret", secret)):
         text = value.strip()
         if not 16 <= len(text) <= 512 or any(ord(ch) < 33 or ord(ch) > 126 for ch in text):
@@ -190,14 +192,21 @@ def recheck(endpoint: KrakenEndpoint, author: str, keychain: Keychain, gate: Liv
 
 
 def connection_status(keychain: Keychain, gate: LiveGate, min_shadow_ms: int) -> dict[str, Any]:
-    """Return what is connected (fingerprint, mode, permissions, since) and the live readiness; never a secret."""
+    """Return what is connected (fingerprint, mode, permissions, since) and the live readiness; never a secret.
+
+    When the credential store cannot be read, ``credential_store_problem`` says why (and nothing counts as stored).
+    """
     connected = gate.connected()
-    stored = keychain.load()
+    problem: dict[str, str] = {}
+    try:
+        stored = keychain.load()
+    except SecretStoreError as error:
+        stored, problem = None, {"credential_store_problem": str(error)}
     in_store = stored is not None and connected is not None and fingerprint(stored.api_key) == connected.key_fingerprint
     readiness = gate.readiness(min_shadow_ms)
     if connected is None:
-        return {"connected": False, "in_credential_store": stored is not None, "live": readiness.as_dict()}
-    return {
+        return {"connected": False, "in_credential_store": stored is not None, "live": readiness.as_dict(), **problem}
+    return {**problem,
         "connected": in_store, "in_credential_store": stored is not None, "key_fingerprint": connected.key_fingerprint,
         "mode": connected.detail["mode"], "permissions": connected.detail["permissions"],
         "onboarded_by": connected.author, "onboarded_ms": connected.ts_ms, "live": readiness.as_dict(),

@@ -31,18 +31,21 @@ class KrakenSettings(BaseModel):
         return self.min_shadow_minutes * 60_000
 
 
-def load_settings(path: Path = DEFAULT_FILE, **overrides: object) -> KrakenSettings:
-    """Read the settings file and apply ``overrides`` (None values ignored), validating the result.
+def load_settings(path: Path | None = None, **overrides: object) -> KrakenSettings:
+    """Read the settings file (default :data:`DEFAULT_FILE`) and apply ``overrides`` (None values ignored), validating the result.
 
     Raises
     ------
     ConfigError
         When the file cannot be read or a value breaks a bound (naming the key, the bound and the value).
     """
+    path = DEFAULT_FILE if path is None else path
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except (OSError, yaml.YAMLError) as error:
         raise ConfigError(f"cannot read Kraken settings {path}: {error}") from error
+    if not isinstance(raw, dict):
+        raise ConfigError(f"Kraken settings {path} must hold a mapping of settings, found {type(raw).__name__}")
     raw.update({k: v for k, v in overrides.items() if v is not None})
     try:
         return KrakenSettings.model_validate(raw)

@@ -92,8 +92,15 @@ class Keychain:
             raise SecretStoreError(f"the credential store refused to read the Kraken key: {type(error).__name__}") from None
         if text is None:
             return None
-        value = json.loads(text)
-        return Credentials(value["api_key"], value["secret"])
+        try:
+            value = json.loads(text)
+            return Credentials(str(value["api_key"]), str(value["secret"]))
+        except (ValueError, TypeError, KeyError):
+            # Never quote the entry: it may hold the secret.
+            raise SecretStoreError(
+                f"the credential store's entry {self.service}/{ENTRY} is not ACTS' (corrupted or written by another tool); "
+                "run `acts kraken disconnect --author NAME` and connect the key again"
+            ) from None
 
     def delete(self) -> bool:
         """Remove the stored credentials; False when there were none."""

@@ -2,7 +2,9 @@
 
 The key and the secret are read from a prompt (no echo) or, with ``--stdin``, from the first two
 lines of standard input: never from the command line, which shell history keeps. Every check and
-every call is :mod:`backend.control.onboarding`'s (the console calls the same functions).
+every call is :mod:`backend.control.onboarding`'s (the console's Kraken page calls the same functions).
+Every logged action (connect, ``status --check``, disconnect) requires ``--author`` (no login-name
+default); the author, the settings and the typed key are checked before anything is written.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from backend.control.live import LiveGate
 from backend.control.onboarding import KrakenEndpoint, OnboardingError, connect, connection_status, disconnect, read_credentials, recheck
 from backend.control.store import default_db_path
 from backend.clock import WallClock
+from backend.config.text import AUTHOR_MAX_CHARS, checked_text, display_text
 from backend.kraken.permissions import KeyMode, describe
 from backend.kraken.settings import KrakenSettings, load_settings
 from backend.secrets.keychain import Keychain
@@ -53,16 +56,24 @@ def _read_key(from_stdin: bool) -> tuple[str, str]:
     return getpass.getpass("Kraken API key: "), getpass.getpass("Kraken API secret: ")
 
 
+def _author(args: argparse.Namespace) -> str | None:
+    if args.action == "status" and not args.check:
+        return None
+    if args.author is None:
+        raise OnboardingError("'--author' is required with --check (the check is logged; no default)")
+    return checked_text("author", args.author, AUTHOR_MAX_CHARS, OnboardingError)
+
+
 def cmd_kraken(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     """Connect, show or disconnect the Kraken key of this home."""
+    author = _author(args)
     settings = load_settings(base_url=args.base_url)
+    credentials = read_credentials(*_read_key(args.stdin)) if args.action == "connect" else None
     clock = WallClock()
     keychain = Keychain()
     with LiveGate(default_db_path()) as gate:
-        if args.action == "connect":
-            api_key, secret = _read_key(args.stdin)
-            result = connect(read_credentials(api_key, secret), endpoint_of(settings), KeyMode(args.mode), args.author,
-                             keychain, gate, clock)  # fmt: skip
+        if credentials is not None:
+            result = connect(credentials, endpoint_of(settings), KeyMode(args.mode), author, keychain, gate, clock)  # type: ignore[arg-type]
             out.write("\n".join(describe(result.report)) + "\n")
             if not result.stored:
                 out.write("nothing was stored\n")
@@ -70,13 +81,11 @@ def cmd_kraken(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             out.write(f"stored in the OS credential store ({type(keychain.backend).__name__}); key fingerprint {result.key_fingerprint}\n")
             return 0
         if args.action == "disconnect":
-            removed = disconnect(args.author, keychain, gate, clock)
+            removed = disconnect(author, keychain, gate, clock)  # type: ignore[arg-type]
             out.write("disconnected: the key was removed from the OS credential store\n" if removed else "no key was connected\n")
             return 0
-        if args.check:
-            if args.author is None:
-                raise OnboardingError("'--author' is required with --check (the check is logged)")
-            result = recheck(endpoint_of(settings), args.author, keychain, gate, clock)
+        if author is not None:
+            result = recheck(endpoint_of(settings), author, keychain, gate, clock)
             out.write("\n".join(describe(result.report)) + "\n")
         snapshot = connection_status(keychain, gate, settings.min_shadow_ms)
         if args.json:
@@ -92,7 +101,7 @@ def _describe(snapshot: dict) -> str:
     else:
         state = "connected" if snapshot["connected"] else "onboarded, but the key is missing from the OS credential store"
         lines = [f"Kraken key {snapshot['key_fingerprint']}: {state}", f"  mode         {snapshot['mode']}",
-                 f"  permissions  {', '.join(snapshot['permissions'])}", f"  onboarded by {snapshot['onboarded_by']}"]  # fmt: skip
+                 f"  permissions  {', '.join(snapshot['permissions'])}", f"  onboarded by {display_text(snapshot['onboarded_by'])}"]  # fmt: skip
     live = snapshot["live"]
     lines.append(f"  live trading {'ready' if live['ready'] else 'not ready: missing ' + ', '.join(live['missing'])}")
     return "\n".join(lines) + "\n"

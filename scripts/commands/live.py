@@ -2,7 +2,8 @@
 
 Enabling is refused, naming what is missing, until a key is onboarded, a connectivity check passed
 and a shadow session of the configured minimum length ran, in that order (:mod:`backend.control.live`).
-Each enable and disable is logged with its author and time.
+Each enable and disable is logged with its author (required, no login-name default) and time; the
+free text is checked (:mod:`backend.config.text`) before anything is written.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from typing import TextIO
 from backend.control.live import LiveGate
 from backend.control.store import default_db_path
 from backend.clock import WallClock
+from backend.config.text import AUTHOR_MAX_CHARS, attribution, checked_text, display_text
+from backend.errors import ControlError
 from backend.kraken.settings import load_settings
 
 
@@ -33,15 +36,20 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def cmd_live(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     """Enable, disable or show live trading for this home."""
+    # The free text is checked before the database is opened: a refusal writes nothing.
+    if args.action == "enable":
+        checked_text("author", args.author, AUTHOR_MAX_CHARS, ControlError)
+    elif args.action == "disable":
+        attribution(args.author, args.reason, ControlError)
     settings = load_settings()
     with LiveGate(default_db_path()) as gate:
         if args.action == "enable":
             record = gate.enable(args.author, args.confirm, settings.min_shadow_ms, WallClock())
-            out.write(f"live trading enabled by {record.author} at {record.ts_ms} for key {record.key_fingerprint}\n")
+            out.write(f"live trading enabled by {display_text(record.author)} at {record.ts_ms} for key {record.key_fingerprint}\n")
             return 0
         if args.action == "disable":
             record = gate.disable(args.author, args.reason, WallClock())
-            out.write(f"live trading disabled by {record.author} at {record.ts_ms}\n")
+            out.write(f"live trading disabled by {display_text(record.author)} at {record.ts_ms}\n")
             return 0
         readiness = gate.readiness(settings.min_shadow_ms)
         if args.json:

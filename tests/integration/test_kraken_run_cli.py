@@ -79,15 +79,34 @@ def test_shadow_is_logged_and_reports_divergence_then_live_is_refused(
     assert code == 2 and "live mode refused; missing, in order: a shadow session of the configured minimum length" in err
 
 
-def test_market_facing_modes_check_their_arguments(recorded: tuple[Path, tuple], acts_home: Path) -> None:
+def test_market_facing_modes_check_their_arguments_before_writing(recorded: tuple[Path, tuple], acts_home: Path) -> None:
     run_dir = str(recorded[0])
     cases = [
         (("--mode", "shadow", "--source", "recorded"), "'--mode shadow' runs only on '--source kraken'"),
-        (("--mode", "live", "--source", "kraken"), "'--author' is required with --mode live"),
-        (("--mode", "paper", "--source", "kraken", "--max-polls", "0"), "'--max-polls' must be in [1, 1000000000], was 0"),
-        (("--mode", "shadow", "--source", "kraken", "--author", "ops", "--base-url", "http://127.0.0.1:1"),
-         "shadow mode needs an onboarded Kraken key"),
+        (("--mode", "live", "--source", "kraken"), "'--author' is required with --mode live (the session is logged; no default)"),
+        (("--mode", "shadow", "--source", "kraken", "--author", "op\u202eops"), "'author' must not contain control characters"),
+        (("--mode", "live", "--source", "kraken", "--author", "ops"), "live mode refused; missing, in order: an onboarded key"),
+        (("--mode", "paper", "--source", "kraken", "--base-url", "ftp://x"), "'base_url'"),
+        (("--mode", "paper", "--source", "kraken", "--poll-seconds", "7200"), "'poll_seconds' must be less than or equal to 3600"),
     ]  # fmt: skip
     for argv, message in cases:
         code, _, err = acts("run", "--run-dir", run_dir, "--allow-run-bundle", *argv)
         assert code == 2 and message in err, (argv, err)
+    assert not acts_home.exists()  # every refusal above came before anything was written
+    code, _, err = acts("run", "--run-dir", run_dir, "--allow-run-bundle", "--mode", "shadow", "--source", "kraken",
+                        "--author", "ops", "--base-url", "http://127.0.0.1:1")  # fmt: skip
+    assert code == 2 and "shadow mode needs an onboarded Kraken key" in err
+
+
+@pytest.mark.parametrize(("flag", "value", "said"), [
+    ("--max-polls", "0", "argument --max-polls: must be 1 to 1000000000, was '0'"),
+    ("--idle-polls", "many", "argument --idle-polls: must be an integer, was 'many'"),
+    ("--poll-seconds", "nan", "argument --poll-seconds: must be a finite number, was 'nan'"),
+    ("--poll-seconds", "0", "argument --poll-seconds: must be > 0, was '0'"),
+])  # fmt: skip
+def test_kraken_numbers_are_refused_by_the_parser(capsys: pytest.CaptureFixture[str], acts_home: Path, flag: str, value: str,
+                                                  said: str) -> None:  # fmt: skip
+    with pytest.raises(SystemExit) as stopped:
+        main(["run", "--mode", "paper", "--source", "kraken", "--run-dir", "x", f"{flag}={value}"])
+    assert stopped.value.code == 2 and said in capsys.readouterr().err
+    assert not acts_home.exists()

@@ -25,3 +25,7 @@ def test_unreadable_settings_are_refused(tmp_path: Path) -> None:
     bad.write_text("base_url: [unclosed\n")
     with pytest.raises(ConfigError, match="cannot read Kraken settings"):
         load_settings(bad)
+    listed = tmp_path / "list.yaml"
+    listed.write_text("- base_url\n")
+    with pytest.raises(ConfigError, match="must hold a mapping of settings, found list"):
+        load_settings(listed)

@@ -61,3 +61,11 @@ def test_store_refusals_are_reported_without_the_secret() -> None:
     with pytest.raises(SecretStoreError, match="refused to read"):
         chain.load()
     assert chain.delete() is False
+
+
+@pytest.mark.parametrize("entry", ["not json {", '["a list"]', '{"api_key": "PUBLICKEY-0123456789"}'])
+def test_a_corrupted_entry_is_refused_without_quoting_it(os_keyring: dict[str, str], entry: str) -> None:
+    keyring.set_password(SERVICE, ENTRY, entry)
+    with pytest.raises(SecretStoreError, match="is not ACTS'.*acts kraken disconnect") as caught:
+        Keychain().load()
+    assert entry not in str(caught.value) and "PUBLICKEY" not in str(caught.value)
