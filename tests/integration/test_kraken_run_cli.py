@@ -87,7 +87,7 @@ def test_market_facing_modes_check_their_arguments_before_writing(recorded: tupl
         (("--mode", "shadow", "--source", "kraken", "--author", "op\u202eops"), "'author' must not contain control characters"),
         (("--mode", "live", "--source", "kraken", "--author", "ops"), "live mode refused; missing, in order: an onboarded key"),
         (("--mode", "paper", "--source", "kraken", "--base-url", "ftp://x"), "'base_url'"),
-        (("--mode", "paper", "--source", "kraken", "--poll-seconds", "7200"), "'poll_seconds' must be less than or equal to 3600"),
+        (("--mode", "paper", "--source", "kraken", "--poll-seconds", "7200"), "'poll_seconds' must be <= 3600.0, was 7200.0"),
     ]  # fmt: skip
     for argv, message in cases:
         code, _, err = acts("run", "--run-dir", run_dir, "--allow-run-bundle", *argv)
