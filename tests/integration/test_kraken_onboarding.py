@@ -231,3 +231,47 @@ def test_canary_secret_appears_in_no_file_log_or_output(emulator: KrakenEmulator
             assert secret.encode() not in path.read_bytes(), path
         for text in outputs:
             assert secret not in text
+
+
+def test_the_prompt_reads_the_secret_from_a_real_terminal_without_echo(emulator: KrakenEmulator, os_keyring: dict,
+                                                                        acts_home: Path) -> None:  # fmt: skip
+    import pty
+    import select
+
+    good = creds(emulator, SHADOW)
+    env = {**os.environ, **os_keyring, "ACTS_HOME": str(acts_home)}
+    argv = [sys.executable, "-c", "from scripts.cli import run; run()", "kraken", "connect", "--mode", "shadow",
+            "--author", "ops", "--base-url", emulator.base_url]  # fmt: skip
+    pid, fd = pty.fork()  # the child gets the terminal as its controlling tty, as a shell would give it
+    if pid == 0:  # the child: exec at once
+        os.execve(sys.executable, argv, env)
+    seen = b""
+
+    def read_until(marker: bytes) -> None:
+        nonlocal seen
+        while marker not in seen:
+            ready, _, _ = select.select([fd], [], [], 120)
+            assert ready, f"no {marker!r} from the prompt; seen {seen!r}"
+            seen += os.read(fd, 4096)
+
+    try:
+        read_until(b"Kraken API key: ")
+        os.write(fd, good.api_key.encode() + b"\n")
+        read_until(b"Kraken API secret: ")
+        os.write(fd, good.secret.encode() + b"\n")
+        while True:
+            ready, _, _ = select.select([fd], [], [], 120)
+            try:
+                chunk = os.read(fd, 4096) if ready else b""
+            except OSError:  # the child closed the terminal
+                break
+            if not chunk:
+                break
+            seen += chunk
+    finally:
+        _, status = os.waitpid(pid, 0)
+        os.close(fd)
+    assert os.waitstatus_to_exitcode(status) == 0, seen
+    assert b"accepted for shadow mode" in seen and b"stored in the OS credential store" in seen
+    assert good.secret.encode() not in seen and good.api_key.encode() not in seen  # the terminal never echoed them
+    assert Keychain().load() == good
