@@ -270,6 +270,7 @@ ATTRIBUTED = (
     ("control", "resume"),
     ("profile", "set", "position_size_pct=0.14"),
     ("profile", "activate", "1", "--profile", "conservative"),
+    ("live", "disable"),
 )
 
 
