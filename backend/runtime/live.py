@@ -34,7 +34,7 @@ from backend.kraken.permissions import KeyMode
 from backend.kraken.settings import KrakenSettings
 from backend.models.bundle import ModelBundle
 from backend.runtime.kraken_source import KrakenFeedSource
-from backend.runtime.paper import BrokerFactory, Crash, EventJournal, JournaledBroker
+from backend.runtime.paper import BrokerFactory, Crash, EventJournal, JournaledBroker, PaperRuntimeError
 from backend.secrets.keychain import Keychain
 from execution.brokers.kraken import KrakenBroker, open_live_journal
 from execution.brokers.simulated import MarketOrder, SlippageModel
@@ -76,7 +76,7 @@ class ShadowBroker(JournaledBroker):
     def submit(self, order: MarketOrder) -> None:
         ts = self.clock.now_ms()
         if not self.journal.record_new(order.order_id, order.symbol, order.side, order.qty, ts, "DECISION"):
-            return
+            raise PaperRuntimeError(f"order {order.order_id} is already in the journal; refusing to journal it twice")
         self.pending.append(order)
         self.journal.apply(order.order_id, OrderTrigger.SUBMIT, ts, "SHADOW_NOT_SENT")
         self.journal.apply(order.order_id, OrderTrigger.ACKNOWLEDGE, ts, "SHADOW_NOT_SENT")

@@ -275,3 +275,38 @@ def test_the_prompt_reads_the_secret_from_a_real_terminal_without_echo(emulator:
     assert b"accepted for shadow mode" in seen and b"stored in the OS credential store" in seen
     assert good.secret.encode() not in seen and good.api_key.encode() not in seen  # the terminal never echoed them
     assert Keychain().load() == good
+
+
+def test_a_session_rechecks_the_key_and_refuses_one_widened_or_revoked_since_onboarding(
+    emulator: KrakenEmulator, gate: LiveGate, os_keyring: dict
+) -> None:
+    from backend.kraken.settings import KrakenSettings
+    from backend.runtime.live import LiveRefused, connected_client
+
+    settings = KrakenSettings(base_url=emulator.base_url, timeout_ms=2000, rate_limit=False)
+    with pytest.raises(LiveRefused, match="shadow mode needs an onboarded Kraken key"):
+        connected_client(settings, KeyMode.SHADOW, gate, Keychain(), WallClock())
+    key = emulator.account.create_key(SHADOW)
+    assert connect(Credentials(key.key, key.secret), endpoint(emulator), KeyMode.SHADOW, "ops", Keychain(), gate, WallClock()).stored
+    assert connected_client(settings, KeyMode.SHADOW, gate, Keychain(), WallClock()).apiKey == key.key
+    key.permissions = frozenset({*SHADOW, "withdraw-funds"})  # widened on Kraken's key page after onboarding
+    with pytest.raises(LiveRefused, match=r"no longer passes the shadow policy: withdraw-funds \(Funds permissions - Withdraw\)"):
+        connected_client(settings, KeyMode.SHADOW, gate, Keychain(), WallClock())
+    del emulator.account.keys[key.key]  # deleted on Kraken
+    with pytest.raises(LiveRefused, match=r"Kraken refused the credentials \(EAPI:Invalid key\)"):
+        connected_client(settings, KeyMode.SHADOW, gate, Keychain(), WallClock())
+
+
+def test_cli_enables_live_once_every_earlier_step_is_logged_and_disable_takes_it_back(acts_home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from backend.kraken.settings import load_settings
+
+    minimum = load_settings().min_shadow_ms
+    with LiveGate(acts_home / "acts.db") as gate:
+        for event, detail in ((LiveEvent.ONBOARDED, {"mode": "live", "permissions": list(LIVE)}), (LiveEvent.CONNECTIVITY_PASSED, {}),
+                              (LiveEvent.SHADOW_SESSION, {"duration_ms": minimum})):  # fmt: skip
+            gate.record(event, "ops", "a1b2c3d4e5f6", detail, WallClock())
+    code, out, _ = run_cli(["live", "enable", "--confirm", "--author", "ops"], "", monkeypatch)
+    assert code == 0 and out.startswith("live trading enabled by ops at ") and out.endswith("for key a1b2c3d4e5f6\n")
+    assert json.loads(run_cli(["live", "status", "--json"], "", monkeypatch)[1])["ready"] is True
+    assert run_cli(["live", "disable", "--author", "ops", "--reason", "drill over"], "", monkeypatch)[0] == 0
+    assert json.loads(run_cli(["live", "status", "--json"], "", monkeypatch)[1])["missing"] == ["OPERATOR_CONFIRMATION"]

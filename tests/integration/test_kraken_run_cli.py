@@ -77,6 +77,13 @@ def test_shadow_is_logged_and_reports_divergence_then_live_is_refused(
     code, _, err = acts("run", "--mode", "live", "--source", "kraken", "--run-dir", run_dir, "--allow-run-bundle",
                         "--author", "ops", "--base-url", emulator.base_url)  # fmt: skip
     assert code == 2 and "live mode refused; missing, in order: a shadow session of the configured minimum length" in err
+    # A shadow session that saw no closed bar (one poll: the warm-up) logs no session.
+    code, out, _ = acts("run", "--mode", "shadow", "--source", "kraken", "--run-dir", run_dir, "--allow-run-bundle",
+                        "--author", "ops", "--base-url", emulator.base_url, "--max-polls", "1",
+                        "--state", str(acts_home / "shadow_empty"))  # fmt: skip
+    assert code == 0 and json.loads(out)["processed"] == 0 and json.loads(out)["divergence"]["shadow_decisions"] == 0
+    with LiveGate(acts_home / "acts.db") as gate:
+        assert sum(e.event is LiveEvent.SHADOW_SESSION for e in gate.events()) == 1
 
 
 def test_market_facing_modes_check_their_arguments_before_writing(recorded: tuple[Path, tuple], acts_home: Path) -> None:

@@ -200,6 +200,20 @@ def test_the_kill_switch_cancels_on_kraken_before_the_next_event(session: Sessio
     control.close()
 
 
+def test_polls_that_bring_no_closed_bar_yield_no_event(model: tuple, tmp_path: Path) -> None:
+    made = Session(model, tmp_path)
+    try:
+        # Kraken's clock stands still: after the warm-up poll, no poll brings a bar.
+        source, close = kraken_feed(made.pipeline, made.bundle, tmp_path / "home", settings_for(made.emulator.base_url),
+                                    made.clock, made.first, sleep=lambda seconds: None, max_polls=4)  # fmt: skip
+        try:
+            assert list(source.batches(0)) == [] and source.polls == 4
+        finally:
+            close()
+    finally:
+        made.stop()
+
+
 def test_live_is_refused_naming_what_is_missing(tmp_path: Path) -> None:
     db = tmp_path / "acts.db"
     minimum = settings_for("http://127.0.0.1:1").min_shadow_ms

@@ -25,11 +25,7 @@ _TYPED = ("kraken_api_key", "kraken_secret")
 
 
 def _status() -> None:
-    try:
-        snapshot = kraken_status(home())
-    except ActsError as error:
-        refused(error)
-        return
+    snapshot = kraken_status(home())  # render() has read the settings: nothing here refuses
     problem = snapshot.get("credential_store_problem")
     if problem:
         st.error(f"The OS credential store cannot be read: {problem}")

@@ -226,3 +226,14 @@ def test_status_shows_a_shadow_session_running_on_the_kraken_feed(filled_home: P
     assert metrics["Health"] == "running" and metrics["Mode"] == "shadow"
     assert "**Source** shadow/kraken_demo: shadow session kraken_demo on the Kraken feed" in _texts(at)
     assert pl.DataFrame(at.dataframe[0].value).height >= 4  # every gate against its bound
+
+
+def test_the_control_plane_refuses_an_unknown_key_mode_before_anything_is_written(os_keyring: dict, acts_home: Path) -> None:
+    from backend.clock import WallClock
+    from backend.control.onboarding import OnboardingError
+    from backend.home import Home
+    from backend.operator.kraken import connect_key
+
+    with pytest.raises(OnboardingError, match=r"'mode' must be one of \['shadow', 'live'\], was 'margin'"):
+        connect_key(Home(acts_home), "A" * 20, "c2VjcmV0LXNlY3JldC1zZWNyZXQ=", "margin", "alice", None, WallClock())
+    assert not acts_home.exists()
