@@ -18,6 +18,7 @@ from pathlib import Path
 import ccxt
 import polars as pl
 
+from backend.audit.decisions import DECISION_SCHEMA
 from backend.control.live import LiveEvent, LiveGate, Readiness
 from backend.control.onboarding import KrakenEndpoint, OnboardingError, client_for, fingerprint, probe_permissions
 from backend.data.ingest import Ingestor
@@ -152,8 +153,10 @@ DECISION_KEY = ("ts", "symbol", "transition", "action", "state_from", "state_to"
 def divergence(shadow: pl.DataFrame, paper: pl.DataFrame) -> dict[str, object]:
     """Compare two decision logs on the same bars: the decisions only one of them made, first one first."""
     key = list(DECISION_KEY)
-    a = shadow.select(key) if shadow.height else pl.DataFrame(schema={k: pl.String for k in key})
-    b = paper.select(key) if paper.height else a.head(0)
+    # An empty log (a session that decided nothing) has the decision schema's key columns, so the joins line up.
+    empty = pl.DataFrame(schema={k: DECISION_SCHEMA[k] for k in key})
+    a = shadow.select(key).cast(empty.schema) if shadow.height else empty  # type: ignore[arg-type]
+    b = paper.select(key).cast(empty.schema) if paper.height else empty  # type: ignore[arg-type]
     only_shadow = a.join(b, on=key, how="anti").sort("ts", "symbol")
     only_paper = b.join(a, on=key, how="anti").sort("ts", "symbol")
     first = None

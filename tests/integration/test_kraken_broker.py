@@ -26,7 +26,7 @@ from backend.sandbox.kraken import KrakenEmulator
 from execution.accounting.portfolio import Portfolio
 from execution.brokers.kraken import KrakenBroker, kraken_client_id, open_live_journal
 from execution.brokers.simulated import MarketOrder
-from execution.orders.lifecycle import OrderStatus
+from execution.orders.lifecycle import OrderStatus, OrderTrigger
 
 LIVE = ("query-funds", "query-open-trades", "query-closed-trades", "modify-trades", "close-trades")
 START_MS = 1_735_689_600_000
@@ -167,3 +167,16 @@ def test_an_order_whose_fate_stays_unknown_after_every_attempt_stays_new(bars: p
         broker.close()
     finally:
         made.stop()
+
+
+def test_a_rejected_order_is_left_alone_on_restart_and_a_filled_one_is_not_cancelled(desk: Desk) -> None:
+    broker = desk.broker()
+    broker.journal.record_new("o-7", "BTC", "buy", QTY, START_MS, "DECISION")
+    broker.journal.apply("o-7", OrderTrigger.REJECT, START_MS, "REJECTED insufficient_funds: EOrder:Insufficient funds")
+    broker.submit(MarketOrder("o-7", "BTC", "buy", QTY))  # restarted: a rejected order is neither resent nor adopted
+    assert broker.events() == [] and broker.pending == [] and desk.emulator.account.orders == {}
+    broker.submit(MarketOrder("o-8", "BTC", "buy", QTY))  # a market order: Kraken fills it at once
+    assert broker.kill(START_MS) == [] and [o.order_id for o in broker.pending] == ["o-8"]  # filled, not cancelled
+    (fill,) = desk.bar(broker)
+    assert fill.order_id == "o-8" and broker.journal.status("o-8") is OrderStatus.FILLED
+    broker.close()

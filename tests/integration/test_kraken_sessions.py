@@ -210,6 +210,13 @@ def test_polls_that_bring_no_closed_bar_yield_no_event(model: tuple, tmp_path: P
             assert list(source.batches(0)) == [] and source.polls == 4
         finally:
             close()
+        # With idle_polls the session ends after that many empty polls in a row, before max_polls.
+        source, close = kraken_feed(made.pipeline, made.bundle, tmp_path / "home2", settings_for(made.emulator.base_url),
+                                    made.clock, made.first, sleep=lambda seconds: None, max_polls=10, idle_polls=2)  # fmt: skip
+        try:
+            assert list(source.batches(0)) == [] and source.polls == 3  # the warm-up, then two empty polls
+        finally:
+            close()
     finally:
         made.stop()
 

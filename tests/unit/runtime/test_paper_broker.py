@@ -153,7 +153,7 @@ def test_divergence_names_the_decisions_only_one_log_made_and_the_earliest() -> 
     from backend.runtime.live import DECISION_KEY, divergence
 
     def log(*rows: tuple[int, str]) -> pl.DataFrame:
-        return pl.DataFrame([{**{k: "x" for k in DECISION_KEY}, "ts": ts, "symbol": symbol} for ts, symbol in rows])
+        return pl.DataFrame([{**{k: "x" for k in DECISION_KEY}, "admitted": True, "ts": ts, "symbol": symbol} for ts, symbol in rows])
 
     same = divergence(log((1, "BTC")), log((1, "BTC")))
     assert (same["only_shadow"], same["only_paper"], same["first_divergence_ts"]) == (0, 0, None)
@@ -161,5 +161,6 @@ def test_divergence_names_the_decisions_only_one_log_made_and_the_earliest() -> 
     assert (earlier_in_shadow["only_shadow"], earlier_in_shadow["only_paper"], earlier_in_shadow["first_divergence_ts"]) == (1, 1, 5)
     earlier_in_paper = divergence(log((9, "ETH")), log((3, "SOL")))
     assert earlier_in_paper["first_divergence_ts"] == 3
-    empty = divergence(pl.DataFrame(), log((2, "BTC")))
-    assert (empty["shadow_decisions"], empty["paper_decisions"], empty["first_divergence_ts"]) == (0, 1, 2)
+    empty = divergence(pl.DataFrame(), log((2, "BTC")))  # a shadow session that decided nothing
+    assert (empty["shadow_decisions"], empty["paper_decisions"], empty["only_paper"], empty["first_divergence_ts"]) == (0, 1, 1, 2)
+    assert divergence(log((4, "ETH")), pl.DataFrame())["first_divergence_ts"] == 4
