@@ -92,8 +92,7 @@ class LiveBarFeed:
         bars = lake.read_ohlcv(self.ingestor.lake_root, self.source, self.timeframe, [a.symbol for a in self.assets],
                                start, floor + self.bar_ms)  # fmt: skip
         ready = tuple(sorted(set(bars["ts"].to_list()))) if bars.height else ()
-        if ready:
-            self.ready_after_ms = ready[-1]
+        self.ready_after_ms = max(ready, default=self.ready_after_ms)
         return Poll(ready, reports, bars.sort("ts", "symbol"))
 
 
