@@ -18,6 +18,7 @@ from backend.config.compose import compose_with_hydra, load_spec_file, validate_
 from backend.config.diff import diff_configs, format_changes
 from backend.engine.pipeline import compile_pipeline
 from backend.errors import ActsError
+from backend.secrets.redact import install_log_redaction, redact, redacting_excepthook
 from backend.home import Home, acts_home
 from backend.runs.backtest import run_backtest
 from backend.runs.replay import replay
@@ -187,10 +188,12 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None, err: Text
             return cmd_replay(args, out)
         return args.handler(args, out, err)
     except ActsError as error:
-        err.write(f"acts: error: {error}\n")
+        err.write(f"acts: error: {redact(str(error))}\n")
         return 2
 
 
 def run() -> None:
-    """Console entry point."""
+    """Console entry point: secrets are redacted from logs and from any crash traceback."""
+    install_log_redaction()
+    sys.excepthook = redacting_excepthook()
     sys.exit(main())

@@ -273,6 +273,7 @@ ATTRIBUTED = (
     ("profile", "set", "position_size_pct=0.14"),
     ("profile", "activate", "1", "--profile", "conservative"),
     ("bundle", "install", str(SHIPPED_DIR / "sim_v1" / "1.0.0")),
+    ("live", "disable"),
 )
 _SQLITE_SIDE_FILES = ("-wal", "-shm")
 

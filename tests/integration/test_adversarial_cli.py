@@ -206,6 +206,10 @@ def test_acts_run_with_a_state_path_that_is_a_file_is_refused(recorded: Path, ac
     ("control", "resume", "--author", "ops", "--reason", " "),
     ("profile", "set", "position_size_pct=0.2", "--author", "a", "--reason", ""),
     ("profile", "activate", "1", "--profile", "balanced", "--author", "a" * 65, "--reason", "r"),
+    ("live", "enable", "--confirm", "--author", " "),
+    ("live", "disable", "--author", "ops", "--reason", ""),
+    ("kraken", "disconnect", "--author", "a" * 65),
+    ("kraken", "status", "--check", "--author", ""),
 ])  # fmt: skip
 def test_a_refused_attribution_creates_no_database_in_a_fresh_home(acts_home: Path, argv: tuple[str, ...]) -> None:
     code, _, err = acts(*argv)
@@ -252,6 +256,10 @@ def test_a_parent_version_that_does_not_exist_is_reported_as_missing_not_stale(d
     ("control", "resume", "--reason", "fixed"),
     ("profile", "set", "position_size_pct=0.2", "--reason", "r"),
     ("profile", "activate", "1", "--reason", "r"),
+    ("kraken", "connect", "--stdin"),
+    ("kraken", "disconnect"),
+    ("live", "enable", "--confirm"),
+    ("live", "disable", "--reason", "r"),
 ])  # fmt: skip
 def test_every_attributable_action_requires_an_author_with_no_login_name_default(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, acts_home: Path, argv: tuple[str, ...]
