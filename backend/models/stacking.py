@@ -28,12 +28,14 @@ stored coefficients, so a replay reproduces every prediction byte for byte.
 from __future__ import annotations
 
 import enum
+import math
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from backend.errors import ModelError
+from backend.models.metrics import average_ranks
 
 PROBABILITY_TARGETS = ("p_up", "p_recovery")
 LOGIT_EPS = 1e-9
@@ -58,6 +60,7 @@ class StackReason(str, enum.Enum):
     TOO_FEW_ROWS = "too_few_rows"
     ONE_CLASS = "one_class"
     PREDATES_STACKING = "predates_stacking"
+    NO_GAIN = "no_out_of_fold_gain"
 
 
 @dataclass(frozen=True)
@@ -67,6 +70,10 @@ class Stacker:
     ``coef`` is the intercept followed by one weight per name in ``inputs`` (for the fixed blend
     ``(0, 1 - w, w)`` on the target's global and specialist scores). ``label_cutoff_ms`` bounds the
     rows the fit could read (``ts`` below it); ``source_folds`` are the folds those rows came from.
+    ``check`` is the out-of-fold check that chose between the fitted rule and the fixed blend
+    (:func:`fit_stacker`): the fitted rule's score and the fixed blend's on the later half of the
+    rows, log loss for a probability (lower is better) and rank correlation (IC) for
+    ``expected_return`` (higher is better); empty when no fit was tried.
     """
 
     fold: int
@@ -78,6 +85,7 @@ class Stacker:
     rows: int
     label_cutoff_ms: int
     source_folds: tuple[int, ...]
+    check: tuple[float, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         """Return the stacker as JSON-ready data (floats are written in full, so they read back exactly)."""
@@ -91,6 +99,7 @@ class Stacker:
             "rows": self.rows,
             "label_cutoff_ms": self.label_cutoff_ms,
             "source_folds": list(self.source_folds),
+            "check": list(self.check),
         }
 
     @classmethod
@@ -106,6 +115,7 @@ class Stacker:
             rows=int(row["rows"]),
             label_cutoff_ms=int(row["label_cutoff_ms"]),
             source_folds=tuple(int(f) for f in row["source_folds"]),
+            check=tuple(float(c) for c in row["check"]),
         )
 
 
@@ -235,6 +245,51 @@ class OutOfFold:
     labels: dict[str, np.ndarray]
 
 
+def _fit(target: str, columns: list[np.ndarray], y: np.ndarray, l2: float) -> tuple[float, ...]:
+    if target in PROBABILITY_TARGETS:
+        return fit_logistic(columns, y, l2)
+    # Net returns are heavy-tailed: the fit reads them winsorised at their 1st and 99th percentiles, so a
+    # handful of crashes cannot set the weights (the output stays a return: the scale is kept).
+    low, high = np.quantile(y, [WINSOR_QUANTILE, 1.0 - WINSOR_QUANTILE])
+    return fit_linear(columns, np.clip(y, low, high), l2)
+
+
+def _output(target: str, coef: tuple[float, ...], columns: list[np.ndarray]) -> np.ndarray:
+    z = np.full(len(columns[0]), coef[0])
+    for weight, column in zip(coef[1:], columns):
+        z = z + weight * column
+    return _sigmoid(z) if target in PROBABILITY_TARGETS else z
+
+
+def _log_loss(y: np.ndarray, p: np.ndarray) -> float:
+    q = np.clip(p, LOGIT_EPS, 1.0 - LOGIT_EPS)
+    return float(-np.sum(y * np.log(q) + (1.0 - y) * np.log1p(-q)) / len(y))
+
+
+def _rank_correlation(y: np.ndarray, pred: np.ndarray) -> float:
+    """Spearman's rank correlation with pairwise sums (NaN when a side is constant)."""
+    a = average_ranks(y) - (len(y) + 1) / 2.0
+    b = average_ranks(pred) - (len(y) + 1) / 2.0
+    spread = float(np.sum(a * a)) * float(np.sum(b * b))
+    return float(np.sum(a * b)) / math.sqrt(spread) if spread > 0.0 else math.nan
+
+
+def check_fit(target: str, columns: list[np.ndarray], y: np.ndarray, blend: np.ndarray, l2: float) -> tuple[float, float]:
+    """Fit on the earlier half of the rows (in time order) and score the later half: ``(fitted, fixed blend)``.
+
+    The score is the log loss for a probability target and the rank correlation with the label for
+    ``expected_return``: the figures the stacker exists to improve (calibration, and the ranking the
+    promotion gate's IC and the strategy read). NaN where undefined (a constant side).
+    """
+    half = len(y) // 2
+    early = [c[:half] for c in columns]
+    coef = _fit(target, early, y[:half], l2)
+    fitted = _output(target, coef, [c[half:] for c in columns])
+    if target in PROBABILITY_TARGETS:
+        return _log_loss(y[half:], fitted), _log_loss(y[half:], blend[half:])
+    return _rank_correlation(y[half:], fitted), _rank_correlation(y[half:], blend[half:])
+
+
 def fit_stacker(
     fold: int,
     target: str,
@@ -248,7 +303,10 @@ def fit_stacker(
 
     A row counts when its label and every input (:func:`stack_inputs`) are known. Falls back to the
     fixed blend with weight ``weight`` when no earlier fold scored the target, fewer than ``min_rows``
-    rows count, or (for a probability) a single class is among them.
+    rows count, (for a probability) a single class is among the earlier half of them, or the fitted rule
+    does not beat the fixed blend out of sample on those rows (ADR-065): fitted on their earlier half in
+    time, it must score strictly better than the fixed blend on their later half (:func:`check_fit`).
+    Only then is it refitted on all of them. Every row read lies before ``cutoff_ms``.
     """
     fixed = (0.0, 1.0 - weight, weight)
     inputs = stack_inputs(target)
@@ -260,34 +318,44 @@ def fit_stacker(
     count = int(keep.sum())
     sources = tuple(int(f) for f in np.unique(rows.fold[keep]))
 
-    def rule(method: StackMethod, reason: StackReason, names: tuple[str, ...], coef: tuple[float, ...]) -> Stacker:
-        return Stacker(fold, target, method, reason, names, coef, count, int(cutoff_ms), sources)
+    def rule(method: StackMethod, reason: StackReason, names: tuple[str, ...], coef: tuple[float, ...], check: tuple[float, ...] = ()) -> Stacker:
+        return Stacker(fold, target, method, reason, names, coef, count, int(cutoff_ms), sources, check)
 
     own = (f"{target}.global", f"{target}.specialist")
     if not np.any((rows.fold < fold) & ~np.isnan(rows.scores[own[0]])):
         return rule(StackMethod.FIXED_BLEND, StackReason.NO_EARLIER_FOLD, own, fixed)
     if count < min_rows:
         return rule(StackMethod.FIXED_BLEND, StackReason.TOO_FEW_ROWS, own, fixed)
-    selected = {name: values[keep] for name, values in rows.scores.items() if name in inputs}
+    order = np.argsort(rows.ts[keep], kind="stable")  # time order; ties keep the rows' order
+    selected = {name: values[keep][order] for name, values in rows.scores.items() if name in inputs}
     columns = [_column(name, selected) for name in inputs]
-    y = label[keep]
-    if target in PROBABILITY_TARGETS:
-        if float(y.min()) == float(y.max()):
-            return rule(StackMethod.FIXED_BLEND, StackReason.ONE_CLASS, own, fixed)
-        return rule(StackMethod.LOGISTIC, StackReason.FITTED, inputs, fit_logistic(columns, y, l2))
-    # Net returns are heavy-tailed: the fit reads them winsorised at their 1st and 99th percentiles, so a
-    # handful of crashes cannot set the weights (the output stays a return: the scale is kept).
-    low, high = np.quantile(y, [WINSOR_QUANTILE, 1.0 - WINSOR_QUANTILE])
-    return rule(StackMethod.LINEAR, StackReason.FITTED, inputs, fit_linear(columns, np.clip(y, low, high), l2))
+    y = label[keep][order]
+    probability = target in PROBABILITY_TARGETS
+    if probability and float(y[: count // 2].min()) == float(y[: count // 2].max()):
+        return rule(StackMethod.FIXED_BLEND, StackReason.ONE_CLASS, own, fixed)
+    blend = fixed[1] * selected[own[0]] + fixed[2] * selected[own[1]]
+    fitted_score, blend_score = check_fit(target, columns, y, blend, l2)
+    better = fitted_score < blend_score if probability else fitted_score > blend_score
+    check = (fitted_score, blend_score)
+    if not better:
+        return rule(StackMethod.FIXED_BLEND, StackReason.NO_GAIN, own, fixed, check)
+    method = StackMethod.LOGISTIC if probability else StackMethod.LINEAR
+    return rule(method, StackReason.FITTED, inputs, _fit(target, columns, y, l2), check)
+
+
+def _check_text(stacker: Stacker) -> str:
+    metric = "log loss" if stacker.target in PROBABILITY_TARGETS else "IC"
+    fitted, blend = stacker.check
+    return f"; later-half {metric} {fitted:.4g} fitted vs {blend:.4g} fixed blend"
 
 
 def describe(stacker: Stacker) -> str:
-    """Return one line saying which rule a fold uses for a target, and why."""
+    """Return one line saying which rule a fold uses for a target, and why (with the out-of-fold check, if run)."""
+    check = _check_text(stacker) if stacker.check else ""
     if stacker.reason is StackReason.FITTED:
         coef = ", ".join(f"{c:.4g}" for c in stacker.coef)
         return (
             f"fold {stacker.fold}: {stacker.target} {stacker.method.value} stacker ({coef}) fitted on "
-            f"{stacker.rows} out-of-fold rows of folds {list(stacker.source_folds)}"
+            f"{stacker.rows} out-of-fold rows of folds {list(stacker.source_folds)}{check}"
         )
-    return f"fold {stacker.fold}: {stacker.target} uses the fixed blend ({stacker.reason.value}, {stacker.rows} usable rows)"
-
+    return f"fold {stacker.fold}: {stacker.target} uses the fixed blend ({stacker.reason.value}, {stacker.rows} usable rows{check})"

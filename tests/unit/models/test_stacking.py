@@ -84,6 +84,61 @@ def test_the_logistic_stacker_calibrates_overconfident_probabilities_below_the_b
     assert stacker.coef[1] + stacker.coef[2] == pytest.approx(1.0 / 3.0, abs=0.05)
 
 
+def test_a_fitted_rule_is_kept_only_after_beating_the_fixed_blend_on_the_later_half_then_refitted_on_all_rows() -> None:
+    rows, _ = overconfident_rows(8000, 11)
+    general, specialist, label = rows.scores["p_up.global"], rows.scores["p_up.specialist"], rows.labels["p_up"]
+    columns = [logit(general), logit(specialist)]
+
+    stacker = fit_stacker(1, "p_up", 10**12, rows, 100, 1.0, 0.4)
+
+    half = fit_logistic([c[:2000] for c in columns], label[:2000], 1.0)  # fold 0's 4000 rows, earlier half
+    later = sigmoid(half[0] + half[1] * columns[0][2000:4000] + half[2] * columns[1][2000:4000])
+    assert stacker.check == (log_loss(label[2000:4000], later), log_loss(label[2000:4000], 0.6 * general[2000:4000] + 0.4 * specialist[2000:4000]))
+    assert stacker.check[0] < stacker.check[1]
+    assert (stacker.reason, stacker.coef) == (StackReason.FITTED, fit_logistic([c[:4000] for c in columns], label[:4000], 1.0))
+
+
+def flipping_rows(target: str, n: int, seed: int) -> OutOfFold:
+    """One earlier fold whose labels follow the boosters' scores backwards in its first half, forwards in its second."""
+    rng = np.random.default_rng(seed)
+    p = sigmoid(rng.standard_normal(n))
+    forwards = np.arange(n) >= n // 2
+    if target == "expected_return":
+        score = 0.01 * logit(p)
+        label = np.where(forwards, score, -score) + 0.01 * rng.standard_normal(n)
+    else:
+        score = p
+        label = (rng.random(n) < np.where(forwards, p, 1.0 - p)).astype(np.float64)
+    # Rows arrive out of time order: the fit sorts them by time first.
+    shuffle = rng.permutation(n)
+    ts = (np.arange(n, dtype=np.int64) * 10)[shuffle]
+    return oof(ts, np.zeros(n, dtype=np.int64), score[shuffle], score[shuffle], label[shuffle], (p[shuffle], p[shuffle]))
+
+
+@pytest.mark.parametrize("target", ["p_up", "expected_return"])
+def test_a_fitted_rule_that_loses_to_the_fixed_blend_on_the_later_half_is_not_used(target: str) -> None:
+    rows = flipping_rows(target, 4000, 12)
+
+    stacker = fit_stacker(1, target, 10**12, rows, 100, 1.0, 0.4)
+
+    fitted, blend = stacker.check
+    assert (stacker.method, stacker.reason, stacker.coef, stacker.rows) == (StackMethod.FIXED_BLEND, StackReason.NO_GAIN, (0.0, 0.6, 0.4), 4000)
+    assert stacker.inputs == (f"{target}.global", f"{target}.specialist")
+    # The fit learnt the first half's backward relation; the fixed blend ranks (or calibrates) the second half far better.
+    assert (fitted > blend) if target == "p_up" else (fitted < 0.0 < blend)
+
+
+def test_an_undefined_later_half_rank_correlation_keeps_the_fixed_blend() -> None:
+    rows = flipping_rows("expected_return", 4000, 13)
+    label = rows.labels["expected_return"].copy()
+    label[rows.ts >= 20_000] = 0.001  # the later half's returns are all equal: no ranking to compare
+    flat = OutOfFold(rows.ts, rows.fold, rows.scores, {**rows.labels, "expected_return": label})
+
+    stacker = fit_stacker(1, "expected_return", 10**12, flat, 100, 1.0, 0.4)
+
+    assert stacker.reason is StackReason.NO_GAIN and all(math.isnan(c) for c in stacker.check)
+
+
 def test_a_linear_fit_recovers_weights_and_winsorising_keeps_a_few_crashes_from_setting_them() -> None:
     rng = np.random.default_rng(5)
     n = 20_000
@@ -213,6 +268,7 @@ def test_a_stacker_survives_json_exactly_so_a_replay_applies_the_same_coefficien
         "rows": 2000,
         "label_cutoff_ms": 10**12,
         "source_folds": [0],
+        "check": list(fitted.check),
     }
 
 
@@ -239,3 +295,10 @@ def test_describe_says_which_rule_a_fold_uses_and_why() -> None:
 
     assert describe(fitted) == "fold 2: p_up logistic stacker (-0.5, 0.25, 0.125) fitted on 1200 out-of-fold rows of folds [0, 1]"
     assert describe(fallback) == "fold 0: expected_return uses the fixed blend (no_earlier_fold, 0 usable rows)"
+    checked = Stacker(2, "p_up", StackMethod.LOGISTIC, StackReason.FITTED, stack_inputs("p_up"), (-0.5, 0.25, 0.125), 1200, 9, (0, 1), (0.61, 0.625))
+    lost = Stacker(3, "expected_return", StackMethod.FIXED_BLEND, StackReason.NO_GAIN, ("expected_return.global", "expected_return.specialist"), (0.0, 0.6, 0.4), 800, 9, (0,), (-0.01, 0.02))
+    assert describe(checked) == (
+        "fold 2: p_up logistic stacker (-0.5, 0.25, 0.125) fitted on 1200 out-of-fold rows of folds [0, 1]; "
+        "later-half log loss 0.61 fitted vs 0.625 fixed blend"
+    )
+    assert describe(lost) == "fold 3: expected_return uses the fixed blend (no_out_of_fold_gain, 800 usable rows; later-half IC -0.01 fitted vs 0.02 fixed blend)"
