@@ -123,6 +123,14 @@ def _columns(scorer: str) -> tuple[str, str]:
     return scorer, scorer
 
 
+def _check_of(stacker: dict) -> str:
+    if not stacker["check"]:
+        return ""
+    metric = "log loss" if stacker["target"] == "p_up" else "IC"
+    fitted, blend = stacker["check"]
+    return f"; later-half check {metric} {fitted:.4f} fitted vs {blend:.4f} fixed blend"
+
+
 def _entropy(rate: float) -> float:
     return -(rate * math.log(rate) + (1.0 - rate) * math.log(1.0 - rate))
 
@@ -181,10 +189,10 @@ def evaluate(feature_set: str, home: Home, num_threads: int, overrides: list[str
     per_fold = {}
     for window in bundle.folds:
         rows = frame.filter(pl.col("fold") == window.index)
-        stacker = bundle.stacker(window.index, "p_up")
+        rule = {t: bundle.stacker(window.index, t) for t in ("p_up", "expected_return")}
         per_fold[window.index] = {
             "span": f"{_utc(window.test_start_ms)[:10]} .. {_utc(window.test_end_ms - 1)[:10]}",
-            "rule": stacker.method.value if stacker.reason is StackReason.FITTED else f"fixed blend ({stacker.reason.value})",
+            "rule": " / ".join(r.method.value if r.reason is StackReason.FITTED else f"fixed blend ({r.reason.value})" for r in rule.values()),
             "prior_rate": priors[window.index],
             "prior_log_loss": log_loss(rows["label_up"].to_numpy(), rows["prior_rate"].to_numpy()),
             "hindsight_log_loss": _entropy(float(rows["label_up"].mean())),
@@ -257,8 +265,10 @@ def render(results: list[dict[str, object]], measured_at: str, load: str) -> str
         "only on earlier folds' out-of-fold rows whose labels were realised before the fold's training cut-off, so it is "
         "stacking and Platt calibration in one fit (ADR-024); `expected_return` = the same combination by ridge "
         f"regression on the realised net return. The first fold has no out-of-fold history and uses the declared "
-        f"fallback, the fixed blend (specialist weight {spec.model.specialist_weight}). `fixed_blend` below is that old "
-        "blend applied to the very same boosters in every fold.",
+        f"fallback, the fixed blend (specialist weight {spec.model.specialist_weight}). A fitted rule is kept only when, "
+        "fitted on the earlier half (in time) of its out-of-fold rows, it beats the fixed blend on their later half "
+        "(log loss for `p_up`, IC for `expected_return`; ADR-065); otherwise the fold keeps the fixed blend "
+        "(`no_out_of_fold_gain`). `fixed_blend` below is that old blend applied to the very same boosters in every fold.",
         "- Baselines, scored on the very same rows: always-up (constant score: AUC 0.5, IC undefined), "
         f"last-return sign (sign of the last {spec.data.timeframe} return), momentum sign (sign of the return "
         f"over the last {horizon} bars) and reversal sign (its opposite).",
@@ -311,7 +321,7 @@ def render(results: list[dict[str, object]], measured_at: str, load: str) -> str
         lines += [
             "### Per fold (model, `backend.models.metrics.fold_metrics`)",
             "",
-            "| fold | test span | rule for p_up | rows | AUC | IC | log loss | prior-rate log loss | hindsight log loss | calibration error |",
+            "| fold | test span | rule for p_up / expected_return | rows | AUC | IC | log loss | prior-rate log loss | hindsight log loss | calibration error |",
             "|---|---|---|---|---|---|---|---|---|---|",
         ]
         for index, row in result["per_fold"].items():
@@ -326,7 +336,7 @@ def render(results: list[dict[str, object]], measured_at: str, load: str) -> str
                 lines.append(
                     f"- fold {stacker['fold']} `{stacker['target']}`: {stacker['method']} ({stacker['reason']}), "
                     f"intercept and weights of {stacker['inputs']}: ({coef}), "
-                    f"{stacker['rows']:,} out-of-fold rows from folds {stacker['source_folds']}"
+                    f"{stacker['rows']:,} out-of-fold rows from folds {stacker['source_folds']}{_check_of(stacker)}"
                 )
         lines += [
             "",

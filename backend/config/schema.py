@@ -175,7 +175,8 @@ class StackingSpec(Spec):
     """The walk-forward stacker over the global and specialist outputs (ADR-023, ADR-024).
 
     A fold's stacker is fitted on earlier folds' out-of-fold rows; with fewer than ``min_rows`` of
-    them the fold uses the fixed blend of ``specialist_weight``. ``l2`` is the ridge penalty on the
+    them, or when the fitted rule does not beat the fixed blend on the later half of them (ADR-065),
+    the fold uses the fixed blend of ``specialist_weight``. ``l2`` is the ridge penalty on the
     two weights (it keeps the fit defined when the global and specialist scores coincide).
     """
 
