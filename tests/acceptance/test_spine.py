@@ -278,8 +278,9 @@ def test_decisions_up_to_t_do_not_change_when_every_bar_after_t_changes(run_dir:
 
 
 def test_a_model_retrained_on_bars_changed_after_t_predicts_every_row_up_to_t_identically(run_dir: Path) -> None:
-    # t inside the second fold's test span: its predictions come from its boosters and its stacker, fitted on
-    # the first fold's out-of-fold rows. Retraining everything on bars rewritten after t must move none of them.
+    # t inside the second fold's test span: its predictions come from its boosters and its stackers, fitted (and
+    # checked, ADR-065) on the first fold's out-of-fold rows. Retraining everything on bars rewritten after t must
+    # move none of them.
     pipeline = compile_pipeline(small_spec("training.num_threads=1"))
     bars = pl.read_parquet(run_dir / "inputs.parquet")
     bundle = train_bundle(pipeline, bars, {}, lambda _m: None)
@@ -293,7 +294,8 @@ def test_a_model_retrained_on_bars_changed_after_t_predicts_every_row_up_to_t_id
 
     retrained = train_bundle(pipeline, perturbed, {}, lambda _m: None)
 
-    assert retrained.stacker(1, "p_up").reason.value == "fitted"
+    # expected_return's fitted stacker also reads the up-probability boosters.
+    assert retrained.stacker(1, "expected_return").reason.value == "fitted"
     assert retrained.stackers == bundle.stackers and retrained.models == bundle.models
     base = execute(pipeline, bars, bundle, WallClock())
     moved = execute(pipeline, perturbed, retrained, WallClock())
