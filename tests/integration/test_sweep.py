@@ -203,7 +203,7 @@ def test_a_sweep_on_the_promoted_model_uses_it_as_it_is_like_each_backtest_does(
     home = Home(acts_home)
     pipeline = compile_pipeline(compose_spec([*BASE, *LENIENT_PROMOTION]))
     record = train_candidate(pipeline, home, _Clock(), lambda _m: None)
-    promote(ModelRegistry.of_home(home), record["version"], pipeline.spec.training.promotion, 2, "for the sweep")
+    promote(ModelRegistry.of_home(home), record["version"], pipeline.spec.training.promotion, 2, "for the sweep", author="test")
     overrides = [*BASE, "model.source=promoted", "risk.position_size_pct=0.06,0.12"]
 
     result = run_sweep([*overrides, "sweep.ray.enabled=false", f"sweep.out={tmp_path / 's'}"], home, WallClock(), lambda _m: None)
