@@ -172,14 +172,32 @@ class LgbmParamsSpec(Spec):
     max_bin: Annotated[int, Field(ge=7, le=1023)] = 63
 
 
+class StackingSpec(Spec):
+    """The walk-forward stacker over the global and specialist outputs (ADR-023, ADR-024).
+
+    A fold's stacker is fitted on earlier folds' out-of-fold rows; with fewer than ``min_rows`` of
+    them, or when the fitted rule does not beat the fixed blend on the later half of them (ADR-065),
+    the fold uses the fixed blend of ``specialist_weight``. ``l2`` is the ridge penalty on the
+    two weights (it keeps the fit defined when the global and specialist scores coincide).
+    """
+
+    min_rows: Annotated[int, Field(ge=10, le=100_000_000)] = 1000
+    l2: Annotated[float, Field(gt=0.0, le=1e9)] = 1.0
+
+
 class ModelSpec(Spec):
-    """LightGBM per-symbol specialists and a global cross-asset model, blended with fixed weights."""
+    """LightGBM per-symbol specialists and a global cross-asset model, combined by a walk-forward stacker.
+
+    ``specialist_weight`` is the declared fallback: the fixed blend a fold uses while it has too
+    little out-of-fold history for its stacker (always the first fold).
+    """
 
     name: Name
     kind: Literal["lgbm_blend"]
     specialist: LgbmParamsSpec
     global_model: LgbmParamsSpec
     specialist_weight: Fraction
+    stacking: StackingSpec = StackingSpec()
     source: Literal["train", "promoted", "bundle"] = "train"
 
 

@@ -66,14 +66,30 @@ def _read_feather(path: Path) -> pl.DataFrame:
     return frame.select(pl.col("date").dt.epoch("ms").alias("ts"), *_PRICE_VOLUME)
 
 
+def _reconcile_overlaps(symbol: str, combined: pl.DataFrame, paths: Sequence[Path], base: Path) -> None:
+    """Refuse a symbol whose recorded folders disagree on a bar both hold (stitching must never choose silently)."""
+    overlap = combined.filter(pl.len().over("ts") > 1)
+    if overlap.is_empty():
+        return
+    spread = overlap.group_by("ts").agg(pl.any_horizontal(*(pl.col(c).n_unique() > 1 for c in _PRICE_VOLUME)).alias("differs"))
+    differing = spread.filter(pl.col("differs")).sort("ts")
+    if differing.height:
+        folders = [path.relative_to(base).parent.name for path in paths]
+        raise DataError(
+            f"shared data for {symbol} does not reconcile: folders {folders} disagree on {differing.height} of "
+            f"{spread.height} overlapping bars (first at ts {int(differing['ts'][0])}); values must be identical where they overlap"
+        )
+
+
 def load_shared_ohlcv(
     shared_data: Path, symbols: Sequence[str], timeframe: str
 ) -> tuple[pl.DataFrame, list[str]]:
     """Load and stitch Binance spot candles for ``symbols``.
 
     For each symbol every folder of :data:`BINANCE_FOLDERS` holding
-    ``ohlcv/binance_<folder>/<SYMBOL>_USDT-<timeframe>.feather`` is read; bars are de-duplicated by
-    ``ts``, the earlier folder winning. Gaps are kept. ``batch_id`` is per symbol,
+    ``ohlcv/binance_<folder>/<SYMBOL>_USDT-<timeframe>.feather`` is read; where two folders hold the
+    same bar their values must be identical (reconciliation: a disagreement raises), and the bar is kept
+    once. Gaps are kept. ``batch_id`` is per symbol,
     ``"shared:" + sha256(files)[:12]``, so re-importing the same files gives the same lake.
 
     Parameters
@@ -93,7 +109,8 @@ def load_shared_ohlcv(
     Raises
     ------
     DataError
-        On an unknown timeframe, a file with unexpected columns, or a bar breaking the lake rules.
+        On an unknown timeframe, a file with unexpected columns, folders disagreeing on a bar they both
+        hold, or a bar breaking the lake rules.
     """
     frames: list[pl.DataFrame] = []
     missing: list[str] = []
@@ -107,7 +124,9 @@ def load_shared_ohlcv(
             missing.append(symbol)
             continue
         parts = [_read_feather(path).with_columns(_rank=pl.lit(rank)) for rank, path in enumerate(paths)]
-        stitched = pl.concat(parts).sort("ts", "_rank").unique("ts", keep="first", maintain_order=True)
+        combined = pl.concat(parts)
+        _reconcile_overlaps(symbol, combined, paths, shared_data)
+        stitched = combined.sort("ts", "_rank").unique("ts", keep="first", maintain_order=True)
         batch_id = _batch_id(paths, shared_data)
         frames.append(
             stitched.drop("_rank").with_columns(

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from backend.config.canonical import canonical_json, sha256_hex
 from backend.errors import ModelError
+from backend.models.stacking import Stacker, legacy_blend
 
 TARGETS = ("p_up", "expected_return", "p_recovery")
 
@@ -53,6 +54,7 @@ class ModelBundle:
     folds: tuple[FoldWindow, ...]
     models: tuple[TrainedModel, ...]
     lineage: dict[str, object]
+    stackers: tuple[Stacker, ...] = ()
 
     def manifest(self) -> dict[str, object]:
         """Return the bundle's manifest: all but the model texts, which appear by hash."""
@@ -68,6 +70,8 @@ class ModelBundle:
                 for m in self.models
             ],
             "lineage": self.lineage,
+            # A bundle without stackers (one that predates them) keeps the manifest, and so the version, it was written with.
+            **({"stackers": [s.to_json() for s in self.stackers]} if self.stackers else {}),
         }
 
     @property
@@ -82,6 +86,19 @@ class ModelBundle:
     def find(self, fold: int, scope: str, target: str) -> TrainedModel | None:
         """Return the booster for ``(fold, scope, target)``, or None when the bundle has none."""
         return self._index.get((fold, scope, target))
+
+    def stacker(self, fold: int, target: str) -> Stacker:
+        """Return fold ``fold``'s stacker for ``target``, or raise ModelError.
+
+        A bundle without stackers predates them (ADR-065): every fold uses the fixed blend of the
+        ``specialist_weight`` its manifest records, exactly as such a bundle always predicted.
+        """
+        if not self.stackers:
+            return legacy_blend(fold, target, self.specialist_weight)
+        for stacker in self.stackers:
+            if (stacker.fold, stacker.target) == (fold, target):
+                return stacker
+        raise ModelError(f"bundle {self.name} has no stacker for fold {fold}, target {target!r}")
 
     def model(self, fold: int, scope: str, target: str) -> TrainedModel:
         """Return the booster for ``(fold, scope, target)``, or raise ModelError."""
@@ -145,6 +162,8 @@ def _bundle_of(directory: Path, manifest: dict) -> ModelBundle:
         folds=tuple(FoldWindow(**f) for f in manifest["folds"]),
         models=tuple(models),
         lineage=manifest["lineage"],
+        # A manifest without stackers predates them (ADR-065): every fold uses its recorded fixed blend.
+        stackers=tuple(Stacker.from_json(row) for row in manifest["stackers"]) if "stackers" in manifest else (),
     )
     if bundle.version != manifest["version"]:
         raise ModelError(f"model bundle {directory}: version {manifest['version']} does not match its content")

@@ -1,8 +1,8 @@
 """Promotion gates: a candidate replaces the incumbent only when every configured bound holds.
 
 The gates read figures the candidate's record already holds (per-fold out-of-sample metrics, the
-strategy result after fees, and its comparison with the incumbent on the rows both predicted out
-of sample), so a decision is a pure function of the record, the incumbent and the bounds.
+strategy result after fees, and its comparison with the incumbent retrained on the candidate's fold
+windows, on the rows both predicted out of sample), so a decision is a pure function of the record, the incumbent and the bounds.
 """
 
 from __future__ import annotations
@@ -82,7 +82,7 @@ def evaluate_gates(record: dict[str, Any], incumbent: dict[str, Any] | None, bou
         return results
     candidate_auc, incumbent_auc = comparison["candidate"]["auc"], comparison["incumbent_metrics"]["auc"]
     improvement = None if candidate_auc is None or incumbent_auc is None else candidate_auc - incumbent_auc
-    rows = f"on {comparison['rows']} shared out-of-sample rows"
+    rows = f"on {comparison['rows']} out-of-sample rows, the incumbent retrained on the candidate's windows"
     results.append(_at_least(Gate.MIN_AUC_IMPROVEMENT, improvement, bounds.min_auc_improvement, rows))
     shortfall = comparison["incumbent_return_pct"] - comparison["candidate_return_pct"]
     results.append(
@@ -91,7 +91,7 @@ def evaluate_gates(record: dict[str, Any], incumbent: dict[str, Any] | None, bou
             shortfall,
             bounds.max_strategy_shortfall_pct,
             shortfall <= bounds.max_strategy_shortfall_pct,
-            "incumbent return after fees minus candidate's, on the shared span",
+            "incumbent return after fees minus candidate's, on the candidate's out-of-sample span",
         )
     )
     return results

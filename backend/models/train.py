@@ -7,6 +7,7 @@ gives the same model texts wherever it runs (in-process or as a Ray task).
 
 from __future__ import annotations
 
+import dataclasses
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -16,11 +17,12 @@ import numpy as np
 import polars as pl
 
 from backend.config.canonical import sha256_hex
-from backend.config.schema import LgbmParamsSpec, ModelSpec, TrainingSpec
+from backend.config.schema import LgbmParamsSpec, ModelSpec, StackingSpec, TrainingSpec
 from backend.errors import ModelError
 from backend.models import forest, lgbm
 from backend.models.bundle import TARGETS, FoldWindow, ModelBundle, TrainedModel
 from backend.models.parallel import run_tasks
+from backend.models.stacking import OutOfFold, Stacker, apply_stacker, describe, fit_stacker, scores_of
 from backend.models.walkforward import make_folds
 
 _OBJECTIVES = {"p_up": "binary", "expected_return": "regression", "p_recovery": "binary"}
@@ -156,13 +158,16 @@ def train_walk_forward(
     lineage: dict[str, object],
     progress: Progress = lambda _message: None,
     ray_temp_dir: Path | None = None,
+    windows: tuple[FoldWindow, ...] | None = None,
 ) -> ModelBundle:
-    """Train every fold's global model and specialists on ``dataset``.
+    """Train every fold's global model and specialists on ``dataset``, then each fold's stackers.
 
     ``dataset`` holds ``ts, symbol``, the feature columns and the labels ``label_up``,
     ``label_return``, ``label_recover`` and ``adverse_depth``, sorted by ``(ts, symbol)``. Folds
-    are cut on its distinct timestamps. Tasks run through Ray when ``training.ray.enabled``
-    (Ray's temp dir is ``ray_temp_dir``), else in this process; the bundle is the same either way.
+    are cut on its distinct timestamps, unless ``windows`` gives them (an incumbent retrained on a
+    candidate's windows). Tasks run through Ray when ``training.ray.enabled`` (Ray's temp dir is
+    ``ray_temp_dir``), else in this process; the bundle is the same either way. The stackers are
+    fitted afterwards from the boosters' out-of-fold scores (:func:`fit_stackers`).
 
     Raises
     ------
@@ -172,19 +177,74 @@ def train_walk_forward(
     symbols = tuple(sorted(dataset["symbol"].unique().to_list()))
     cluster_names = tuple(sorted({clusters[s] for s in symbols}))
     frame = _with_context(dataset, symbols, cluster_names, clusters)
-    windows = fold_windows(frame["ts"].unique().sort().to_numpy(), training)
-    tasks = plan_tasks(frame, windows, symbols, list(feature_names), model, training, seed, progress)
+    folds = list(windows) if windows is not None else fold_windows(frame["ts"].unique().sort().to_numpy(), training)
+    tasks = plan_tasks(frame, folds, symbols, list(feature_names), model, training, seed, progress)
     temp_dir = ray_temp_dir if ray_temp_dir is not None else Path("tmp")
     results = run_tasks(tasks, fit_task, training.ray, temp_dir, progress)
-    return ModelBundle(
+    boosters = ModelBundle(
         name=model.name,
         feature_names=tuple(feature_names),
         symbols=symbols,
         clusters=cluster_names,
         specialist_weight=model.specialist_weight,
-        folds=tuple(windows),
+        folds=tuple(folds),
         models=tuple(m for result in results for m in result),
         lineage=lineage,
+    )
+    stackers = fit_stackers(boosters, dataset, clusters, model.stacking, training.recovery.min_depth, training.num_threads)
+    for stacker in stackers:
+        progress(describe(stacker))
+    return dataclasses.replace(boosters, stackers=stackers)
+
+
+def _labels_of(frame: pl.DataFrame, target: str, min_depth: float) -> np.ndarray:
+    """The label a target's stacker fits, NaN where unknown (or, for recovery, outside a severe adverse state)."""
+    if target == "p_recovery":
+        severe = pl.col("adverse_depth").fill_null(-1.0) >= min_depth
+        column = pl.when(severe).then(pl.col("label_recover")).otherwise(None)
+    else:
+        column = pl.col(_LABELS[target])
+    return frame.select(column.cast(pl.Float64).fill_null(np.nan)).to_series().to_numpy()
+
+
+def fit_stackers(
+    bundle: ModelBundle,
+    dataset: pl.DataFrame,
+    clusters: dict[str, str],
+    stacking: StackingSpec,
+    min_depth: float,
+    num_threads: int,
+) -> tuple[Stacker, ...]:
+    """Fit every fold's stacker for every target the fold has a global booster for, strictly out of fold.
+
+    Each fold's boosters score their own test span (out of sample for them); fold ``k``'s stacker
+    then reads only those rows of earlier folds that lie before fold ``k``'s training cut-off
+    ``train_end_ms``, whose labels (purge >= horizon) are all realised before fold ``k``'s test span.
+    """
+    frame = _prepared(bundle, dataset, clusters)
+    ts, folds, present = [], [], {}
+    scores: dict[str, list[np.ndarray]] = {f"{t}.{part}": [] for t in TARGETS for part in ("global", "specialist")}
+    labels: dict[str, list[np.ndarray]] = {t: [] for t in TARGETS}
+    for fold_scores in _fold_scores(bundle, frame, num_threads, False, TARGETS):
+        span = frame.slice(fold_scores.first, fold_scores.end - fold_scores.first)
+        present[fold_scores.window.index] = tuple(fold_scores.raw)
+        ts.append(span["ts"].to_numpy())
+        folds.append(np.full(span.height, fold_scores.window.index, dtype=np.int64))
+        named = scores_of(fold_scores.raw)
+        for name, chunks in scores.items():
+            chunks.append(named.get(name, np.full(span.height, np.nan)))
+        for target, chunks in labels.items():
+            chunks.append(_labels_of(span, target, min_depth))
+    rows = OutOfFold(
+        np.concatenate(ts),
+        np.concatenate(folds),
+        {name: np.concatenate(chunks) for name, chunks in scores.items()},
+        {target: np.concatenate(chunks) for target, chunks in labels.items()},
+    )
+    return tuple(
+        fit_stacker(window.index, target, window.train_end_ms, rows, stacking.min_rows, stacking.l2, bundle.specialist_weight)
+        for window in bundle.folds
+        for target in present[window.index]
     )
 
 
@@ -248,6 +308,46 @@ def _compile_fold_forest(bundle: ModelBundle, fold: int, targets: tuple[str, ...
     return forest.compile_forest(texts), plans
 
 
+def _prepared(bundle: ModelBundle, features: pl.DataFrame, clusters: dict[str, str]) -> pl.DataFrame:
+    """The bundle's symbols' rows with the context codes, sorted by time (stable: symbols stay sorted)."""
+    frame = _with_context(features.filter(pl.col("symbol").is_in(list(bundle.symbols))), bundle.symbols, bundle.clusters, clusters)
+    return frame.sort("ts", maintain_order=True)
+
+
+@dataclass(frozen=True)
+class FoldScores:
+    """One fold's raw booster scores over rows ``[first, end)`` of the prepared frame.
+
+    ``raw`` maps each target the fold has a global booster for to ``(general, specialist, own)``:
+    the global score, the row's specialist score (the global score where there is none), and
+    whether the row's symbol has a specialist.
+    """
+
+    window: FoldWindow
+    first: int
+    end: int
+    raw: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]
+
+
+def _fold_scores(bundle: ModelBundle, frame: pl.DataFrame, num_threads: int, forward: bool, targets: tuple[str, ...]) -> Iterator[FoldScores]:
+    # Specialists read the leading feature columns, the global model also the two context codes.
+    matrix = _matrix(frame, [*bundle.feature_names, "symbol_code", "cluster_code"])
+    codes = frame["symbol_code"].to_numpy().astype(np.int64)
+    times = frame["ts"].to_numpy()
+    for window, span_end in _spans(bundle, forward):
+        first, end = (int(i) for i in np.searchsorted(times, [window.test_start_ms, span_end]))
+        compiled, plans = _fold_forest(bundle, window.index, targets)
+        rows = forest.prepare(matrix[first:end])  # once for every output of these rows
+        span_codes = codes[first:end]
+        raw = {}
+        for target, (general, own) in plans.items():
+            alone = forest.blend(compiled, rows, span_codes, general, np.full_like(own, -1), 0.0, num_threads)
+            # Weight 1 gives the specialist's score exactly where there is one, the global score elsewhere.
+            mine = forest.blend(compiled, rows, span_codes, general, own, 1.0, num_threads)
+            raw[target] = (alone, mine, own[span_codes] >= 0)
+        yield FoldScores(window, first, end, raw)
+
+
 def predict_bundle(
     bundle: ModelBundle,
     features: pl.DataFrame,
@@ -256,7 +356,7 @@ def predict_bundle(
     forward: bool = False,
     targets: tuple[str, ...] = TARGETS,
 ) -> pl.DataFrame:
-    """Predict each fold's test span with that fold's models and blend specialist and global outputs.
+    """Predict each fold's test span with that fold's boosters and combine them with the fold's stacker.
 
     Returns ``ts, symbol, fold, p_up, expected_return, p_recovery`` for the rows inside some fold's
     test span, sorted by ``(ts, symbol)``. Rows outside every test span get no prediction (the
@@ -264,27 +364,28 @@ def predict_bundle(
     its test span (a promoted model predicting new bars). ``p_recovery`` is NaN where the fold has
     no recovery booster in any scope; a scope without one falls back to the global booster. Outputs
     not in ``targets`` are NaN without being computed (a strategy that never reads one does not pay for it).
-    Scores are LightGBM's, bit for bit, computed by :mod:`backend.models.forest` on ``num_threads`` threads.
+    Booster scores are LightGBM's, bit for bit, computed by :mod:`backend.models.forest` on
+    ``num_threads`` threads; the stackers recorded in the bundle combine them
+    (:func:`backend.models.stacking.apply_stacker`), elementwise and so reproducibly.
+
+    Raises
+    ------
+    ModelError
+        When the bundle lacks the stacker of a fold and target it has boosters for.
     """
-    frame = _with_context(features.filter(pl.col("symbol").is_in(list(bundle.symbols))), bundle.symbols, bundle.clusters, clusters)
-    frame = frame.sort("ts", maintain_order=True)
-    # Specialists read the leading feature columns, the global model also the two context codes.
-    matrix = _matrix(frame, [*bundle.feature_names, "symbol_code", "cluster_code"])
-    codes = frame["symbol_code"].to_numpy().astype(np.int64)
-    times = frame["ts"].to_numpy()
+    frame = _prepared(bundle, features, clusters)
+    # The expected-return stacker also reads the up-probability boosters.
+    needed = tuple(t for t in TARGETS if t in targets or (t == "p_up" and "expected_return" in targets))
     parts = []
-    for window, span_end in _spans(bundle, forward):
-        first, end = np.searchsorted(times, [window.test_start_ms, span_end])
-        out: dict[str, object] = {"ts": frame["ts"].slice(first, end - first), "symbol": frame["symbol"].slice(first, end - first)}
-        compiled, plans = _fold_forest(bundle, window.index, targets)
-        rows = forest.prepare(matrix[first:end])  # once for every output of these rows
+    for scores in _fold_scores(bundle, frame, num_threads, forward, needed):
+        count = scores.end - scores.first
+        out: dict[str, object] = {"ts": frame["ts"].slice(scores.first, count), "symbol": frame["symbol"].slice(scores.first, count)}
         for target in TARGETS:
-            if target in plans:
-                general, own = plans[target]
-                out[target] = forest.blend(compiled, rows, codes[first:end], general, own, bundle.specialist_weight, num_threads)
+            if target in scores.raw and target in targets:
+                out[target] = apply_stacker(bundle.stacker(scores.window.index, target), scores.raw)
             else:
-                out[target] = np.full(end - first, np.nan)
-        parts.append(pl.DataFrame(out).with_columns(pl.lit(window.index, dtype=pl.Int64).alias("fold")))
+                out[target] = np.full(count, np.nan)
+        parts.append(pl.DataFrame(out).with_columns(pl.lit(scores.window.index, dtype=pl.Int64).alias("fold")))
     result = pl.concat(parts) if parts else pl.DataFrame(
         schema={"ts": pl.Int64, "symbol": pl.String, **{t: pl.Float64 for t in TARGETS}, "fold": pl.Int64}
     )

@@ -8,13 +8,14 @@ writes one registry record. Nothing reaches the registry unless every step succe
 from __future__ import annotations
 
 from dataclasses import asdict
+from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
 import polars as pl
 
-from backend.config.canonical import content_hash
-from backend.config.schema import FeatureSetSpec
+from backend.config.canonical import canonical_json, content_hash
+from backend.config.schema import FeatureSetSpec, RunSpec
 from backend.engine.pipeline import Pipeline, compile_pipeline
 from backend.errors import ModelError
 from backend.home import Home
@@ -27,8 +28,9 @@ from backend.models.lineage import (
     span_return_pct,
     strategy_figures,
 )
+from backend.models.parallel import ray_temp_dir
 from backend.models.registry import ModelRegistry
-from backend.models.train import predict_bundle
+from backend.models.train import predict_bundle, train_walk_forward
 from backend.runs.runner import Outcome, Progress, execute, load_bars, model_training_json, train_bundle, training_dataset
 
 
@@ -44,6 +46,18 @@ def _seeds(bundle: ModelBundle, base: int) -> dict[str, Any]:
     return {"spec_seed": base, "models": {f"{m.fold}/{m.scope}/{m.target}": m.seed for m in bundle.models}}
 
 
+def incumbent_recipe(spec: RunSpec, incumbent: dict[str, Any], bundle: ModelBundle) -> RunSpec:
+    """Return the candidate's spec with the incumbent's recipe: its feature set, model parameters and seed.
+
+    Data, universe, labels, costs and walk-forward settings stay the candidate's: the incumbent is
+    retrained on the very bars, labels and fold windows the candidate was trained and scored on.
+    """
+    features = FeatureSetSpec.model_validate_json(str(bundle.lineage["features"]))
+    recorded = RunSpec.model_validate(incumbent["spec"])
+    model = recorded.model.model_copy(update={"source": "train"})
+    return spec.model_copy(update={"features": features, "model": model, "seed": recorded.seed})
+
+
 def compare_with_incumbent(
     pipeline: Pipeline,
     bars: pl.DataFrame,
@@ -51,28 +65,40 @@ def compare_with_incumbent(
     bundle: ModelBundle,
     labelled: pl.DataFrame,
     outcome: Outcome,
-    incumbent: ModelBundle,
+    incumbent: dict[str, Any],
+    incumbent_bundle: ModelBundle,
     clock: TrainClock,
+    progress: Progress,
+    temp_dir: Path,
 ) -> dict[str, Any]:
-    """Compare ``bundle`` with ``incumbent`` on the rows both predicted out of sample, and the span both cover.
+    """Retrain the incumbent's recipe on the candidate's windows, then compare the two on the same rows and span.
 
-    The incumbent predicts with its own feature set (from its lineage) on the same bars, and its
-    strategy result after fees is measured by the same spine over the same bars.
+    The incumbent's feature set, model parameters and seed (:func:`incumbent_recipe`) are trained
+    walk-forward on the candidate's bars with the candidate's fold windows, so both models have seen
+    exactly the same history when each fold is scored; both are scored against the candidate's labels
+    on the rows both predicted, and both strategy results after fees come from the same spine over the
+    same bars (ADR-025).
     """
     spec = pipeline.spec
-    features = FeatureSetSpec.model_validate_json(str(incumbent.lineage["features"]))
-    own = pipeline if features == spec.features else compile_pipeline(spec.model_copy(update={"features": features}))
+    recipe = incumbent_recipe(spec, incumbent, incumbent_bundle)
+    own = pipeline if recipe == spec else compile_pipeline(recipe)
     own_dataset = dataset if own is pipeline else training_dataset(own.spec, bars)
-    theirs = labelled_predictions(predict_bundle(incumbent, own_dataset, spec.universe.clusters, spec.training.num_threads), own_dataset)
+    progress(f"retraining the incumbent {incumbent_bundle.version} on the candidate's {len(bundle.folds)} fold windows")
+    lineage = {"retrained_incumbent": incumbent_bundle.version, "features": canonical_json(recipe.features), "windows_of": "candidate"}
+    retrained = train_walk_forward(
+        own_dataset, own.feature_names, spec.universe.clusters, recipe.model, spec.training, recipe.seed, lineage, progress, temp_dir, bundle.folds
+    )
+    theirs = labelled_predictions(predict_bundle(retrained, own_dataset, spec.universe.clusters, spec.training.num_threads), dataset)
     keys = labelled.select("ts", "symbol").join(theirs.select("ts", "symbol"), on=["ts", "symbol"], how="inner")
     shared_candidate = labelled.join(keys, on=["ts", "symbol"], how="semi")
     shared_incumbent = theirs.join(keys, on=["ts", "symbol"], how="semi")
-    incumbent_outcome = execute(own, bars, incumbent, clock)  # type: ignore[arg-type]
-    start = max(bundle.folds[0].test_start_ms, incumbent.folds[0].test_start_ms)
-    end = min(bundle.folds[-1].test_end_ms, incumbent.folds[-1].test_end_ms)
+    incumbent_outcome = execute(own, bars, retrained, clock)  # type: ignore[arg-type]
+    start, end = bundle.folds[0].test_start_ms, bundle.folds[-1].test_end_ms
     ts = outcome.matrix.ts_ms
     return {
-        "incumbent": incumbent.version,
+        "incumbent": incumbent_bundle.version,
+        "incumbent_retrained": retrained.version,
+        "method": "incumbent retrained on the candidate's fold windows",
         "rows": keys.height,
         "span_start_ms": start,
         "span_end_ms": end,
@@ -117,7 +143,17 @@ def train_candidate(
     if incumbent is not None:
         progress(f"comparing with the incumbent {incumbent['version']}")
         comparison = compare_with_incumbent(
-            pipeline, bars, dataset, bundle, labelled, outcome, registry.bundle(incumbent["version"]), clock
+            pipeline,
+            bars,
+            dataset,
+            bundle,
+            labelled,
+            outcome,
+            incumbent,
+            registry.bundle(incumbent["version"]),
+            clock,
+            progress,
+            ray_temp_dir(home.root),
         )
     record = {
         "name": bundle.name,
@@ -128,6 +164,7 @@ def train_candidate(
             "specialist": spec.model.specialist.model_dump(mode="json"),
             "global_model": spec.model.global_model.model_dump(mode="json"),
             "specialist_weight": spec.model.specialist_weight,
+            "stacking": spec.model.stacking.model_dump(mode="json"),
             "training": model_training_json(spec),
         },
         "seeds": _seeds(bundle, spec.seed),
@@ -140,6 +177,7 @@ def train_candidate(
         "comparison": comparison,
         "trigger": trigger,
         "evidence": evidence,
+        "stackers": [s.to_json() for s in bundle.stackers],
         "models": len(bundle.models),
         "recovery_models": int(np.sum([m.target == "p_recovery" for m in bundle.models])),
         "lineage_sha256": content_hash(bundle.lineage),

@@ -48,3 +48,21 @@ def test_run_real_backtests_recorded_binance_history_and_replays_it(tmp_path: Pa
     replay_out = io.StringIO()
     assert main(["replay", str(run_dir)], replay_out, io.StringIO()) == 0
     assert "identical" in replay_out.getvalue()
+
+
+def test_run_real_5m_reads_the_recorded_five_minute_candles(tmp_path: Path) -> None:
+    if default_shared_dir() is None:
+        pytest.skip("../shared/data is not available")
+    from backend.config.compose import compose_spec
+    from backend.runs.runner import load_bars
+    from backend.home import Home
+
+    spec = compose_spec(["run=real_5m", "data.start=2025-03-01", "data.days=2", "data.symbols=[BTC,ETH]"])
+    home = Home(tmp_path / "home")
+
+    bars, snapshot = load_bars(spec, home, lambda _m: None)
+
+    # binance_harthor holds every 5-minute bar of these two days for both symbols.
+    assert bars.height == 2 * 2 * 288
+    assert set(bars["ts"].diff().drop_nulls().unique().to_list()) <= {0, 300_000}
+    assert sorted(snapshot) == [f"ohlcv/source=binance/timeframe=5m/symbol={s}/2025-03.parquet" for s in ("BTC", "ETH")]

@@ -141,13 +141,16 @@ def test_replay_under_a_raised_entry_threshold_reports_the_first_entry_it_remove
 
 @pytest.fixture(scope="module")
 def lowered_exit(decisions: pl.DataFrame) -> tuple[float, dict[str, object]]:
-    """An exit threshold that keeps the first exits but drops a later one: the first exit above all earlier ones."""
+    """An exit threshold that keeps the earlier exits but drops a later one: the first exit above all earlier ones.
+
+    When every exit is below the one before, the threshold drops the first exit itself (mid-log all the same).
+    """
     exits = decisions.filter(pl.col("action") == "exit").sort("seq").rows(named=True)
     for i, row in enumerate(exits[1:], start=1):
         earlier = max(e["p_up"] for e in exits[:i])
         if row["p_up"] > earlier:
             return (earlier + row["p_up"]) / 2.0, row
-    raise AssertionError("the SMALL run has no exit above all earlier exits")
+    return exits[0]["p_up"] - 1e-9, exits[0]
 
 
 def test_replay_json_reports_a_divergence_in_mid_log_where_the_decisions_first_differ(
@@ -248,7 +251,7 @@ def test_decisions_up_to_t_do_not_change_when_every_bar_after_t_changes(run_dir:
     bars = pl.read_parquet(run_dir / "inputs.parquet")
     bundle = train_bundle(pipeline, bars, {}, lambda _m: None)
     times = bars["ts"].unique().sort()
-    t = int(times[2400])  # inside the second fold's test span
+    t = int(times[1950])  # inside the first fold's test span, between two of the run's trades
     noise = np.exp(0.02 * np.random.default_rng(5).standard_normal(bars.height))
     after = pl.col("ts") > t
     perturbed = bars.with_columns(
@@ -272,6 +275,34 @@ def test_decisions_up_to_t_do_not_change_when_every_bar_after_t_changes(run_dir:
         np.testing.assert_array_equal(moved.matrix.feat[name][:k], values[:k], err_msg=name)
     # The perturbation is real: decisions after t do change.
     assert moved.decision_log_sha256 != base.decision_log_sha256
+
+
+def test_a_model_retrained_on_bars_changed_after_t_predicts_every_row_up_to_t_identically(run_dir: Path) -> None:
+    # t inside the second fold's test span: its predictions come from its boosters and its stackers, fitted (and
+    # checked, ADR-065) on the first fold's out-of-fold rows. Retraining everything on bars rewritten after t must
+    # move none of them.
+    pipeline = compile_pipeline(small_spec("training.num_threads=1"))
+    bars = pl.read_parquet(run_dir / "inputs.parquet")
+    bundle = train_bundle(pipeline, bars, {}, lambda _m: None)
+    t = int(bars["ts"].unique().sort()[2400])
+    assert bundle.folds[1].test_start_ms <= t < bundle.folds[1].test_end_ms
+    noise = np.exp(0.02 * np.random.default_rng(5).standard_normal(bars.height))
+    after = pl.col("ts") > t
+    perturbed = bars.with_columns(
+        [pl.when(after).then(pl.col(c) * pl.Series(noise)).otherwise(pl.col(c)).alias(c) for c in ("open", "high", "low", "close")]
+    ).with_columns(pl.max_horizontal("open", "high", "close").alias("high"), pl.min_horizontal("open", "low", "close").alias("low"))
+
+    retrained = train_bundle(pipeline, perturbed, {}, lambda _m: None)
+
+    # expected_return's fitted stacker also reads the up-probability boosters.
+    assert retrained.stacker(1, "expected_return").reason.value == "fitted"
+    assert retrained.stackers == bundle.stackers and retrained.models == bundle.models
+    base = execute(pipeline, bars, bundle, WallClock())
+    moved = execute(pipeline, perturbed, retrained, WallClock())
+    k = int(np.searchsorted(base.matrix.ts_ms, t)) + 1
+    for name in ("p_up", "expected_return"):
+        assert moved.matrix.pred[name][:k].tobytes() == base.matrix.pred[name][:k].tobytes()
+        assert not np.array_equal(moved.matrix.pred[name][k:], base.matrix.pred[name][k:])
 
 
 # ---------------------------------------------------------------- refused input writes nothing

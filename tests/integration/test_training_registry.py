@@ -161,22 +161,43 @@ def test_a_promoted_model_needing_features_the_run_lacks_is_refused(pipeline: Pi
         train_bundle(narrow, pl.DataFrame(), {}, _quiet, own)
 
 
-def test_a_candidate_with_another_feature_set_is_compared_with_the_incumbent_on_shared_rows(pipeline: Pipeline, tmp_path: Path) -> None:
+def test_a_candidate_with_another_feature_set_is_compared_with_the_incumbent_retrained_on_its_windows(pipeline: Pipeline, tmp_path: Path) -> None:
     home = Home(tmp_path)
     incumbent = train_candidate(pipeline, home, FixedClock(1), _quiet)
     promote(ModelRegistry.of_home(home), incumbent["version"], pipeline.spec.training.promotion, 2, "first", author="test")
     fewer = FeatureSetSpec(name="few", features=pipeline.spec.features.features[:4])
     narrow = compile_pipeline(pipeline.spec.model_copy(update={"features": fewer}))
+    progress: list[str] = []
 
-    challenger = train_candidate(narrow, home, FixedClock(3), _quiet)
+    challenger = train_candidate(narrow, home, FixedClock(3), progress.append)
 
     comparison = challenger["comparison"]
-    assert comparison["incumbent"] == incumbent["version"]
+    assert comparison["incumbent"] == incumbent["version"] != comparison["incumbent_retrained"]
+    assert comparison["method"] == "incumbent retrained on the candidate's fold windows"
+    assert f"retraining the incumbent {incumbent['version']} on the candidate's 2 fold windows" in progress
     assert comparison["rows"] == sum(f["n"] for f in challenger["fold_metrics"]) == sum(f["n"] for f in incumbent["fold_metrics"])
     assert set(comparison["incumbent_metrics"]) == set(comparison["candidate"]) == {"auc", "log_loss", "ic", "hit_rate", "calibration_error", "n"}
     assert comparison["candidate"] != comparison["incumbent_metrics"]
-    assert comparison["incumbent_return_pct"] == pytest.approx(incumbent["strategy"]["return_pct"])
+    # Same bars, same windows, same recipe: the retrained incumbent reproduces the incumbent's own result.
+    assert comparison["incumbent_return_pct"] == incumbent["strategy"]["return_pct"]
     assert comparison["candidate_return_pct"] == pytest.approx(challenger["strategy"]["return_pct"])
+
+
+def test_an_incumbent_trained_on_other_bars_is_retrained_on_every_window_of_the_candidate(tmp_path: Path) -> None:
+    home = Home(tmp_path)
+    shorter = compile_pipeline(small_spec(FAST, *LENIENT, "data.days=9", "seed=11"))
+    incumbent = train_candidate(shorter, home, FixedClock(1), _quiet)
+    promote(ModelRegistry.of_home(home), incumbent["version"], shorter.spec.training.promotion, 2, "first")
+    candidate = compile_pipeline(small_spec(FAST, *LENIENT))
+
+    challenger = train_candidate(candidate, home, FixedClock(3), _quiet)
+
+    comparison = challenger["comparison"]
+    # On shared rows only the overlap of the two runs' test spans would count; retrained, every candidate row does.
+    assert comparison["rows"] == sum(f["n"] for f in challenger["fold_metrics"]) > 0
+    assert (comparison["span_start_ms"], comparison["span_end_ms"]) == (challenger["folds"][0]["test_start_ms"], challenger["folds"][-1]["test_end_ms"])
+    assert comparison["incumbent_metrics"]["n"] == comparison["candidate"]["n"] == comparison["rows"]
+    assert comparison["incumbent_metrics"] != comparison["candidate"]  # the incumbent's own seed, not the candidate's
 
 
 def _run(argv: list[str]) -> tuple[int, str, str]:

@@ -20,13 +20,16 @@ from backend.errors import ConfigError
 
 DAY_MS = 86_400_000
 JAN_1_2025_MS = 1_735_689_600_000
-JAN_1_2021_MS = 1_609_459_200_000
+JAN_1_2018_MS = 1_514_764_800_000
 
 UNIVERSE_V1 = (
     "AAVE", "ADA", "APT", "AVAX", "BCH", "BNB", "BTC", "CRO", "DOGE", "DOT", "ENA", "ETH", "HBAR", "HYPE", "LINK",
     "LTC", "MNT", "NEAR", "PEPE", "SHIB", "SOL", "SUI", "TAO", "TON", "TRX", "UNI", "WLFI", "XLM", "XRP", "ZEC",
 )  # fmt: skip
-SHARED_1H = ("ADA", "AVAX", "BCH", "BTC", "DOGE", "DOT", "ETH", "LINK", "LTC", "NEAR", "SOL", "TRX", "XLM", "XRP")
+SHARED_1H = (
+    "AAVE", "ADA", "AVAX", "BCH", "BNB", "BTC", "DOGE", "DOT", "ENA", "ETH", "LINK",
+    "LTC", "NEAR", "PEPE", "SOL", "SUI", "TAO", "TRX", "UNI", "XLM", "XRP",
+)  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -190,12 +193,23 @@ def test_real_run_switches_data_to_shared_binance_hourly_bars() -> None:
     spec = compose_spec(["run=real"])
     assert spec.name == "real"
     assert isinstance(spec.data, SharedDataSpec)
-    assert (spec.data.kind, spec.data.source, spec.data.timeframe, spec.data.days) == ("shared", "binance", "1h", 1642)
-    assert (spec.data.start_ms, spec.data.bar_ms) == (JAN_1_2021_MS, 3_600_000)
+    assert (spec.data.kind, spec.data.source, spec.data.timeframe, spec.data.days) == ("shared", "binance", "1h", 2738)
+    assert (spec.data.start_ms, spec.data.bar_ms) == (JAN_1_2018_MS, 3_600_000)
     assert spec.symbols == SHARED_1H
     walk = spec.training.walk_forward
     assert (walk.n_folds, walk.min_train_bars, walk.purge_bars, walk.embargo_bars) == (6, 8760, 24, 24)
     assert spec.training.label.horizon_bars == 24
+    assert spec.training.max_train_rows == 2_000_000
+
+
+def test_real_5m_run_reads_the_recorded_five_minute_candles_with_a_12_hour_label() -> None:
+    spec = compose_spec(["run=real_5m"])
+    assert isinstance(spec.data, SharedDataSpec)
+    assert (spec.name, spec.data.timeframe, spec.data.start.isoformat(), spec.data.days) == ("real_5m", "5m", "2024-12-31", 181)
+    assert spec.symbols == ("ADA", "BNB", "BTC", "DOGE", "ETH", "LTC", "SOL", "XRP")
+    walk = spec.training.walk_forward
+    assert (walk.n_folds, walk.min_train_bars, walk.purge_bars, walk.embargo_bars) == (4, 17_280, 144, 12)
+    assert spec.training.label.horizon_bars == 144
 
 
 def test_lake_data_option_reads_the_named_lake_source() -> None:

@@ -63,10 +63,10 @@ def shared(tmp_path: Path) -> Path:
     root = tmp_path / "shared" / "data"
     ohlcv = root / "ohlcv"
     write_freqtrade_feather(ohlcv / "binance_roshan7869/BTC_USDT-1h.feather", hours(0, 47), 100.0)
-    # AAVE: mounik 0..29, genetrader 20..39 (different values where it overlaps mounik), a gap 40..49,
-    # harthor 50..59.
+    # AAVE: mounik 0..29, genetrader 20..39 (the same values where it overlaps mounik, as in the real
+    # recording), a gap 40..49, harthor 50..59.
     write_freqtrade_feather(ohlcv / "binance_mounik/AAVE_USDT-1h.feather", hours(0, 29), 10.0)
-    write_freqtrade_feather(ohlcv / "binance_genetrader/AAVE_USDT-1h.feather", hours(20, 39), 1000.0)
+    write_freqtrade_feather(ohlcv / "binance_genetrader/AAVE_USDT-1h.feather", hours(20, 39), 30.0)
     write_freqtrade_feather(ohlcv / "binance_harthor/AAVE_USDT-1h.feather", hours(50, 59), 50.0)
     write_freqtrade_feather(
         ohlcv / "binance_harthor/BTC_USDT-5m.feather", [T0 + i * 300_000 for i in range(24)], 200.0
@@ -109,9 +109,20 @@ def test_folders_are_stitched_earlier_folder_first_and_gaps_are_kept(shared: Pat
 
     assert frame["ts"].to_list() == hours(0, 39) + hours(50, 59)
     opens = dict(zip(frame["ts"].to_list(), frame["open"].to_list(), strict=True))
-    assert opens[T0 + 29 * HOUR] == 39.0  # mounik wins over genetrader where both have the bar
-    assert opens[T0 + 30 * HOUR] == 1010.0  # genetrader fills after mounik ends
+    assert opens[T0 + 29 * HOUR] == 39.0  # both folders hold it, with the same values: kept once
+    assert opens[T0 + 30 * HOUR] == 40.0  # genetrader fills after mounik ends
     assert opens[T0 + 50 * HOUR] == 50.0  # harthor after the gap
+
+
+def test_folders_disagreeing_on_a_bar_they_both_hold_do_not_reconcile_and_nothing_is_loaded(shared: Path, tmp_path: Path) -> None:
+    write_freqtrade_feather(shared / "ohlcv/binance_genetrader/AAVE_USDT-1h.feather", hours(20, 39), 1000.0)
+
+    with pytest.raises(DataError, match=(
+        r"shared data for AAVE does not reconcile: folders \['binance_mounik', 'binance_genetrader', 'binance_harthor'\] "
+        rf"disagree on 10 of 10 overlapping bars \(first at ts {T0 + 20 * HOUR}\); values must be identical where they overlap"
+    )):
+        import_shared(shared, tmp_path / "lake", ["BTC", "AAVE"], "1h")
+    assert not (tmp_path / "lake").exists()
 
 
 def test_several_symbols_are_sorted_by_ts_then_symbol_and_missing_ones_reported(shared: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -13,7 +14,9 @@ from backend.config.schema import LgbmParamsSpec
 from backend.errors import ModelError
 from backend.models import lgbm
 from backend.models.bundle import FoldWindow, ModelBundle, TrainedModel, load_bundle, save_bundle
+from backend.models.stacking import Stacker, StackMethod, StackReason
 
+UP = ("p_up.global", "p_up.specialist")
 PARAMS = LgbmParamsSpec(num_leaves=4, n_estimators=3, min_data_in_leaf=5)
 
 
@@ -38,6 +41,10 @@ def bundle() -> ModelBundle:
         folds=(FoldWindow(0, 0, 10, 20, 30), FoldWindow(1, 0, 20, 30, 40)),
         models=tuple(models),
         lineage={"spec_hash": "abc", "inputs_sha256": "def"},
+        stackers=(
+            Stacker(0, "p_up", StackMethod.FIXED_BLEND, StackReason.NO_EARLIER_FOLD, UP, (0.0, 0.75, 0.25), 0, 10, ()),
+            Stacker(1, "p_up", StackMethod.LOGISTIC, StackReason.FITTED, UP, (-0.1234567890123, 0.7, 1 / 3), 10, 20, (0,)),
+        ),
     )
 
 
@@ -156,3 +163,49 @@ def test_load_refuses_a_manifest_whose_version_does_not_match_its_content(saved:
         load_bundle(saved)
 
     assert str(caught.value) == f"model bundle {saved}: version {recorded} does not match its content"
+
+
+def test_the_manifest_records_each_folds_stacker_and_the_version_changes_with_a_coefficient(bundle: ModelBundle) -> None:
+    changed = Stacker(1, "p_up", StackMethod.LOGISTIC, StackReason.FITTED, UP, (-0.1234567890123, 0.7, float(np.nextafter(1 / 3, 1.0))), 10, 20, (0,))
+    other = dataclasses.replace(bundle, stackers=(bundle.stackers[0], changed))
+
+    assert bundle.manifest()["stackers"] == [s.to_json() for s in bundle.stackers]
+    assert other.version != bundle.version
+
+
+def test_stackers_read_back_bit_for_bit_from_a_saved_bundle(bundle: ModelBundle, saved: Path) -> None:
+    loaded = load_bundle(saved)
+
+    assert loaded.stackers == bundle.stackers
+    assert loaded.stacker(1, "p_up").coef[2] == 1 / 3
+
+
+def test_a_missing_stacker_is_an_error_naming_fold_and_target(bundle: ModelBundle) -> None:
+    with pytest.raises(ModelError, match=r"bundle tiny has no stacker for fold 1, target 'expected_return'"):
+        bundle.stacker(1, "expected_return")
+
+
+def test_removing_the_stackers_from_a_stacked_manifest_is_refused_as_a_changed_content(saved: Path) -> None:
+    manifest_path = saved / "manifest.json"
+    manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    del manifest["stackers"]
+    manifest_path.write_text(json.dumps(manifest), encoding="utf-8")
+
+    with pytest.raises(ModelError) as caught:
+        load_bundle(saved)
+
+    assert str(caught.value) == f"model bundle {saved}: version {manifest['version']} does not match its content"
+
+
+def test_a_bundle_from_before_stacking_loads_under_its_version_and_uses_its_recorded_fixed_blend(bundle: ModelBundle, tmp_path: Path) -> None:
+    legacy = dataclasses.replace(bundle, stackers=())
+    saved = save_bundle(legacy, tmp_path / "legacy")
+    manifest = json.loads((saved / "manifest.json").read_text(encoding="utf-8"))
+
+    loaded = load_bundle(saved)
+
+    assert "stackers" not in manifest and manifest["version"] == legacy.version != bundle.version
+    assert loaded == legacy and loaded.version == manifest["version"]
+    assert loaded.stacker(1, "p_up") == Stacker(
+        1, "p_up", StackMethod.FIXED_BLEND, StackReason.PREDATES_STACKING, UP, (0.0, 0.75, 0.25), 0, 0, ()
+    )

@@ -75,7 +75,7 @@ def test_against_an_incumbent_the_candidate_must_improve_auc_and_not_trail_its_s
     assert set(failing) == {Gate.MIN_AUC_IMPROVEMENT, Gate.MAX_STRATEGY_SHORTFALL}
     assert failing[Gate.MIN_AUC_IMPROVEMENT].figure == pytest.approx(0.005)
     assert failing[Gate.MAX_STRATEGY_SHORTFALL].figure == pytest.approx(1.0)
-    assert "on 500 shared out-of-sample rows" in failing[Gate.MIN_AUC_IMPROVEMENT].describe()
+    assert "on 500 out-of-sample rows, the incumbent retrained on the candidate's windows" in failing[Gate.MIN_AUC_IMPROVEMENT].describe()
 
 
 def test_an_unmeasurable_improvement_fails_its_gate() -> None:

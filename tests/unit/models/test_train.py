@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import polars as pl
 import pytest
@@ -16,6 +18,7 @@ BAR_MS = 300_000  # 5-minute bars
 from backend.errors import TrainingTaskError
 from backend.models import lgbm
 from backend.models.bundle import ModelBundle
+from backend.models.stacking import StackMethod, StackReason
 from backend.models.train import derive_seed, predict_bundle, train_walk_forward
 from backend.models.walkforward import make_folds
 
@@ -182,18 +185,119 @@ def test_without_a_specialist_the_global_model_alone_predicts_the_symbol(
     assert got.tobytes() == expected.tobytes()
 
 
-@pytest.mark.parametrize(("fold", "symbol"), [(0, "BTC"), (1, "DOGE")])
-def test_with_a_specialist_the_prediction_blends_it_with_the_global_model_by_the_fixed_weight(
-    spec: RunSpec, bundle: ModelBundle, dataset: pl.DataFrame, predictions: pl.DataFrame, fold: int, symbol: str
+def test_the_first_fold_has_no_out_of_fold_history_and_blends_by_the_declared_fixed_weight(
+    spec: RunSpec, bundle: ModelBundle, dataset: pl.DataFrame, predictions: pl.DataFrame
 ) -> None:
-    span = _span(dataset, bundle, spec.universe.clusters, fold, symbol)
-    glob = lgbm.predict(bundle.model(fold, "global", "p_up").text, span.select([*bundle.feature_names, "symbol_code", "cluster_code"]).to_numpy(), 1)
-    own = lgbm.predict(bundle.model(fold, symbol, "p_up").text, span.select(bundle.feature_names).to_numpy(), 1)
+    span = _span(dataset, bundle, spec.universe.clusters, 0, "BTC")
+    glob = lgbm.predict(bundle.model(0, "global", "p_up").text, span.select([*bundle.feature_names, "symbol_code", "cluster_code"]).to_numpy(), 1)
+    own = lgbm.predict(bundle.model(0, "BTC", "p_up").text, span.select(bundle.feature_names).to_numpy(), 1)
 
-    got = predictions.filter((pl.col("fold") == fold) & (pl.col("symbol") == symbol))["p_up"].to_numpy()
+    got = predictions.filter((pl.col("fold") == 0) & (pl.col("symbol") == "BTC"))["p_up"].to_numpy()
 
     np.testing.assert_array_equal(got, 0.6 * glob + 0.4 * own)
     assert not np.array_equal(got, glob)
+    fallback = bundle.stacker(0, "p_up")
+    assert (fallback.method, fallback.reason, fallback.inputs, fallback.coef, fallback.rows) == (
+        StackMethod.FIXED_BLEND, StackReason.NO_EARLIER_FOLD, ("p_up.global", "p_up.specialist"), (0.0, 0.6, 0.4), 0,
+    )  # fmt: skip
+
+
+def test_a_bundle_from_before_stacking_predicts_every_fold_with_its_fixed_blend_exactly(
+    spec: RunSpec, bundle: ModelBundle, dataset: pl.DataFrame
+) -> None:
+    legacy = dataclasses.replace(bundle, stackers=())
+    span = _span(dataset, bundle, spec.universe.clusters, 1, "DOGE")
+    glob = lgbm.predict(bundle.model(1, "global", "p_up").text, span.select([*bundle.feature_names, "symbol_code", "cluster_code"]).to_numpy(), 1)
+    own = lgbm.predict(bundle.model(1, "DOGE", "p_up").text, span.select(bundle.feature_names).to_numpy(), 1)
+
+    got = predict_bundle(legacy, dataset, spec.universe.clusters, 1).filter((pl.col("fold") == 1) & (pl.col("symbol") == "DOGE"))
+
+    # Fold 1 has a fitted stacker in the trained bundle; without stackers it blends (1 - w) g + w s, as before ADR-023.
+    assert bundle.stacker(1, "p_up").reason is StackReason.FITTED
+    assert got["p_up"].to_numpy().tobytes() == (0.6 * glob + 0.4 * own).tobytes()
+
+
+@pytest.mark.parametrize("target", ["p_up", "expected_return"])
+def test_a_later_fold_combines_global_and_specialist_with_its_stacker_fitted_on_the_earlier_fold(
+    spec: RunSpec, bundle: ModelBundle, dataset: pl.DataFrame, predictions: pl.DataFrame, target: str
+) -> None:
+    span = _span(dataset, bundle, spec.universe.clusters, 1, "DOGE")
+    general_x, own_x = span.select([*bundle.feature_names, "symbol_code", "cluster_code"]).to_numpy(), span.select(bundle.feature_names).to_numpy()
+    glob = lgbm.predict(bundle.model(1, "global", target).text, general_x, 1)
+    own = lgbm.predict(bundle.model(1, "DOGE", target).text, own_x, 1)
+    logit = lambda p: np.log(p) - np.log1p(-p)  # noqa: E731
+    stacker = bundle.stacker(1, target)
+
+    got = predictions.filter((pl.col("fold") == 1) & (pl.col("symbol") == "DOGE"))[target].to_numpy()
+
+    if target == "p_up":
+        c0, c1, c2 = stacker.coef
+        assert stacker.inputs == ("p_up.global", "p_up.specialist")
+        np.testing.assert_allclose(got, 1.0 / (1.0 + np.exp(-(c0 + c1 * logit(glob) + c2 * logit(own)))), rtol=1e-12)
+    else:
+        c0, c1, c2, c3, c4 = stacker.coef
+        assert stacker.inputs == ("expected_return.global", "expected_return.specialist", "p_up.global", "p_up.specialist")
+        up_glob = lgbm.predict(bundle.model(1, "global", "p_up").text, general_x, 1)
+        up_own = lgbm.predict(bundle.model(1, "DOGE", "p_up").text, own_x, 1)
+        expected = c0 + c1 * glob + c2 * own + c3 * logit(up_glob) + c4 * logit(up_own)
+        np.testing.assert_allclose(got, expected, rtol=1e-9, atol=1e-15)
+    assert (stacker.reason, stacker.source_folds, stacker.label_cutoff_ms) == (StackReason.FITTED, (0,), bundle.folds[1].train_end_ms)
+    eligible = dataset.filter(
+        pl.col("ts").is_between(bundle.folds[0].test_start_ms, bundle.folds[1].train_end_ms, closed="left") & pl.col("label_return").is_not_null()
+    )
+    assert stacker.rows == eligible.height
+
+
+def test_every_fold_and_target_with_boosters_has_exactly_one_recorded_stacker(bundle: ModelBundle) -> None:
+    boosted = sorted({(m.fold, m.target) for m in bundle.models if m.scope == "global"})
+
+    assert sorted((s.fold, s.target) for s in bundle.stackers) == boosted
+
+
+def test_a_stacker_sees_no_row_whose_label_was_unknown_when_its_fold_starts(
+    spec: RunSpec, bars: pl.DataFrame, dataset: pl.DataFrame, feature_names: tuple[str, ...], bundle: ModelBundle
+) -> None:
+    # Leakage test: rewrite every bar from fold 1's test span on (prices, and so features and labels there and
+    # the labels reaching into it); fold 1's stackers and both folds' boosters must not move.
+    start = bundle.folds[1].test_start_ms
+    later = pl.col("ts") >= start
+    perturbed_bars = bars.with_columns(
+        *(pl.when(later).then(pl.col(c) * (1.3 + 0.2 * pl.col("ts").mod(7))).otherwise(pl.col(c)).alias(c) for c in ("open", "high", "low", "close"))
+    ).with_columns(pl.max_horizontal("open", "high", "close").alias("high"), pl.min_horizontal("open", "low", "close").alias("low"))
+    features = build_features(perturbed_bars, spec.features)
+    labels = forward_return_labels(perturbed_bars, spec.training.label.horizon_bars, 0.001, BAR_MS)
+    perturbed = with_recovery_columns(features.join(labels, on=["ts", "symbol"], how="left"))
+    assert not perturbed.filter(pl.col("ts") >= start - spec.training.label.horizon_bars * BAR_MS)["label_return"].equals(
+        dataset.filter(pl.col("ts") >= start - spec.training.label.horizon_bars * BAR_MS)["label_return"]
+    )
+
+    again = train_walk_forward(perturbed, feature_names, spec.universe.clusters, spec.model, spec.training, spec.seed, {"spec_hash": "x"})
+
+    assert again.models == bundle.models
+    assert again.stackers == bundle.stackers
+    # The test has teeth: a label the stacker may read (fold 0's test span, before fold 1's cut-off) moves it.
+    cutoff = bundle.folds[1].train_end_ms
+    flipped = dataset.with_columns(
+        pl.when((pl.col("ts") >= bundle.folds[0].test_start_ms) & (pl.col("ts") < cutoff) & (pl.col("symbol") == "BTC"))
+        .then(1.0 - pl.col("label_up"))
+        .otherwise(pl.col("label_up"))
+        .alias("label_up")
+    )
+    moved = train_walk_forward(flipped, feature_names, spec.universe.clusters, spec.model, spec.training, spec.seed, {"spec_hash": "x"})
+    assert moved.stacker(1, "p_up") != bundle.stacker(1, "p_up")
+    assert moved.stacker(1, "p_recovery") == bundle.stacker(1, "p_recovery")
+
+
+def test_training_on_given_windows_uses_them_instead_of_cutting_new_ones(
+    spec: RunSpec, dataset: pl.DataFrame, feature_names: tuple[str, ...], bundle: ModelBundle
+) -> None:
+    windows = bundle.folds[1:]
+
+    one = train_walk_forward(dataset, feature_names, spec.universe.clusters, spec.model, spec.training, spec.seed, {}, windows=windows)
+
+    assert one.folds == windows
+    assert {m.fold for m in one.models} == {1}
+    assert one.stacker(1, "p_up").reason is StackReason.NO_EARLIER_FOLD
 
 
 def test_symbols_outside_the_bundle_are_not_predicted(spec: RunSpec, bundle: ModelBundle, dataset: pl.DataFrame, predictions: pl.DataFrame) -> None:
@@ -283,6 +387,19 @@ def test_an_injected_failure_fails_training_after_its_retries_naming_the_scope_a
 
     assert (caught.value.scope, caught.value.fold) == (scope, fold)
     assert f"retrying {scope} in fold {fold} (attempt 2)" in progress
+
+
+@pytest.mark.parametrize(("targets", "computed"), [(("expected_return",), {"expected_return"}), (("p_up",), {"p_up"}), (("p_recovery",), {"p_recovery"})])
+def test_outputs_not_asked_for_are_nan_even_when_a_stacker_reads_their_boosters(
+    spec: RunSpec, bundle: ModelBundle, dataset: pl.DataFrame, predictions: pl.DataFrame, targets: tuple[str, ...], computed: set[str]
+) -> None:
+    out = predict_bundle(bundle, dataset, spec.universe.clusters, 1, targets=targets)
+
+    for target in ("p_up", "expected_return", "p_recovery"):
+        if target in computed:
+            assert out[target].to_numpy().tobytes() == predictions[target].to_numpy().tobytes()
+        else:
+            assert out[target].is_nan().all()
 
 
 def test_compiled_fold_forests_are_reused_by_bundle_version_and_bounded(
