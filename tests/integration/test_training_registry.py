@@ -187,7 +187,7 @@ def test_an_incumbent_trained_on_other_bars_is_retrained_on_every_window_of_the_
     home = Home(tmp_path)
     shorter = compile_pipeline(small_spec(FAST, *LENIENT, "data.days=9", "seed=11"))
     incumbent = train_candidate(shorter, home, FixedClock(1), _quiet)
-    promote(ModelRegistry.of_home(home), incumbent["version"], shorter.spec.training.promotion, 2, "first")
+    promote(ModelRegistry.of_home(home), incumbent["version"], shorter.spec.training.promotion, 2, "first", author="test")
     candidate = compile_pipeline(small_spec(FAST, *LENIENT))
 
     challenger = train_candidate(candidate, home, FixedClock(3), _quiet)
