@@ -52,8 +52,9 @@ def main() -> int:
     pipeline = compile_pipeline(spec)
     bars = pl.read_parquet(args.run_dir / "inputs.parquet")
     matrix = market_matrix(pipeline, bars, bundle, spec.training.num_threads)
-    run = RecordedRun(args.run_dir, raw, pipeline, matrix, edge_basis(spec, bundle), bundle.version)
-    realised = realised_matrix(spec, bars, matrix.ts_ms, matrix.symbols, run.edge.label_cost)
+    edge = edge_basis(spec, bundle)
+    realised = realised_matrix(spec, bars, matrix.ts_ms, matrix.symbols, edge.label_cost)
+    run = RecordedRun(args.run_dir, raw, pipeline, matrix, edge, bundle.version, realised)
     _, lines = calibrate_edge(matrix.pred["expected_return"], realised, matrix.pred["fold"], matrix.ts_ms, run.edge.horizon_ms)
     for line in lines:
         print("calibration", line, flush=True)

@@ -114,6 +114,9 @@ class SimulatedDataSpec(_DataBase):
     """Bars from the seeded market simulator, written to the lake before the run reads them."""
 
     kind: Literal["simulated"]
+    # A planted, learnable signal (ADR-030): each symbol drifts by +-signal_bps a bar, the sign redrawn every
+    # day; 0 (the default) simulates a market without a tradable edge.
+    signal_bps: Annotated[float, Field(ge=0.0, le=100.0)] = 0.0
 
 
 class SharedDataSpec(_DataBase):

@@ -29,11 +29,11 @@ import polars as pl
 from backend.config.canonical import content_hash
 from backend.config.compose import validate_raw
 from backend.config.schema import RiskProfileSpec
-from backend.runs.backtest import one_leg
-from backend.engine.economics import EdgeBasis
+from backend.engine.economics import EdgeBasis, calibrate_edge
 from backend.engine.events import MarketMatrix
 from backend.engine.pipeline import Pipeline, compile_pipeline
-from backend.runs.runner import edge_basis, frame_sha256, market_matrix, simulate, write_json
+from backend.runs.backtest import one_leg
+from backend.runs.runner import edge_basis, frame_sha256, market_matrix, realised_matrix, simulate, write_json
 from backend.errors import ConfigError, DataError, ReplayError
 from backend.models.bundle import load_bundle
 from execution.accounting.performance import buy_and_hold, performance
@@ -93,7 +93,8 @@ def momentum_scores(matrix: MarketMatrix, horizon_bars: int, label_cost: float) 
 
     ``expected_return`` = the log return of the last ``horizon_bars`` bars, net of the label cost (the trend is
     expected to continue over the next horizon); ``p_up`` = the share of those bars that closed up. No recovery
-    probability: the graph's recovery decisions see it missing.
+    probability: the graph's recovery decisions see it missing. (:func:`evaluate` prices it through the same
+    out-of-fold calibration as the model.)
     """
     logs = np.log(matrix.close)
     move = np.full(logs.shape, np.nan)
@@ -133,7 +134,10 @@ def baseline_figures(pipeline: Pipeline, matrix: MarketMatrix) -> dict[str, dict
 
 @dataclass(frozen=True)
 class RecordedRun:
-    """A finished run folder's verified pieces: its pipeline, market matrix and pricing basis."""
+    """A finished run folder's verified pieces: its pipeline, market matrix, pricing basis and realised labels.
+
+    ``realised`` (the net label return of every cell) feeds only the out-of-fold calibration of a baseline score.
+    """
 
     run_dir: Path
     raw: dict[str, Any]
@@ -141,6 +145,7 @@ class RecordedRun:
     matrix: MarketMatrix
     edge: EdgeBasis
     model_version: str
+    realised: np.ndarray
 
 
 def load_run(run_dir: Path) -> RecordedRun:
@@ -165,7 +170,9 @@ def load_run(run_dir: Path) -> RecordedRun:
     bundle = load_bundle(run_dir / "model")
     pipeline = compile_pipeline(spec)
     matrix = market_matrix(pipeline, bars, bundle, spec.training.num_threads)
-    return RecordedRun(run_dir, raw, pipeline, matrix, edge_basis(spec, bundle), bundle.version)
+    edge = edge_basis(spec, bundle)
+    realised = realised_matrix(spec, bars, matrix.ts_ms, matrix.symbols, edge.label_cost)
+    return RecordedRun(run_dir, raw, pipeline, matrix, edge, bundle.version, realised)
 
 
 def with_profile(run: RecordedRun, profile: RiskProfileSpec) -> Pipeline:
@@ -181,6 +188,9 @@ def evaluate(run: RecordedRun, profiles: Sequence[RiskProfileSpec], holdout_frac
     pipelines = [with_profile(run, p) for p in profiles] or [run.pipeline]
     spec = run.pipeline.spec
     momentum = momentum_scores(run.matrix, spec.training.label.horizon_bars, run.edge.label_cost)
+    # The naive score is priced like the model: calibrated on the same folds' earlier realised labels.
+    fold = run.matrix.pred["fold"]
+    momentum["edge"], _ = calibrate_edge(momentum["expected_return"], run.realised, fold, run.matrix.ts_ms, run.edge.horizon_ms)
     report: dict[str, Any] = {
         "run_dir": str(run.run_dir),
         "model_version": run.model_version,

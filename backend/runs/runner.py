@@ -64,7 +64,10 @@ class Outcome:
 
 def simulated_source(spec: RunSpec) -> str:
     """Return the lake source name of a simulated series: one per (seed, window, symbols)."""
-    key = canonical_json([spec.seed, spec.data.timeframe, spec.data.start_ms, spec.data.days, list(spec.symbols)])
+    key = [spec.seed, spec.data.timeframe, spec.data.start_ms, spec.data.days, list(spec.symbols)]
+    # A planted signal makes another series; without one the name (and every existing lake) stays as it was.
+    signal = getattr(spec.data, "signal_bps", 0.0)
+    key = canonical_json(key + [signal] if signal else key)
     return f"sim-{sha256_hex(key)[:12]}"
 
 
@@ -97,7 +100,9 @@ def load_bars(spec: RunSpec, home: Home, progress: Progress) -> tuple[pl.DataFra
         n_bars = data.days * 86_400_000 // data.bar_ms
         if not lake.lake_files(home.lake, source, data.timeframe, spec.symbols, data.start_ms, data.end_ms):
             progress(f"simulating {len(spec.symbols)} symbols x {n_bars} bars of {data.timeframe}")
-            frame = simulate_ohlcv(spec.symbols, spec.universe.clusters, data.timeframe, data.start_ms, n_bars, spec.seed)
+            frame = simulate_ohlcv(
+                spec.symbols, spec.universe.clusters, data.timeframe, data.start_ms, n_bars, spec.seed, signal_bps=data.signal_bps
+            )
             lake.write_ohlcv(home.lake, frame.with_columns(pl.lit(source).alias("source")), data.timeframe)
     files = lake.lake_files(home.lake, source, data.timeframe, spec.symbols, data.start_ms, data.end_ms)
     bars = lake.read_ohlcv(home.lake, source, data.timeframe, spec.symbols, data.start_ms, data.end_ms)

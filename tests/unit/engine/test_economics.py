@@ -89,3 +89,7 @@ def test_a_fold_without_a_usable_history_gets_no_edge() -> None:
     assert lines == () and np.isnan(edge).all()
     edge, lines = calibrate_edge(np.random.default_rng(3).normal(size=(200, 2)), flat, fold, ts, horizon_ms=10_000)
     assert lines == () and np.isnan(edge).all()  # no label realised before fold 1
+
+
+def test_a_valid_edge_basis_keeps_its_values() -> None:
+    assert EdgeBasis(3_600_000, 0.009) == EdgeBasis(horizon_ms=3_600_000, label_cost=0.009)
