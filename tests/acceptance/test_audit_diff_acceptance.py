@@ -29,9 +29,9 @@ REAL = (
     "model.specialist.n_estimators=20",
     "training.num_threads=1",
     # With Kraken's costs the model's calibrated edge never clears its round trip on this history, so the run
-    # would not trade and a threshold could change nothing but holds; cost-free execution (margins 0) lets
-    # the entries the threshold filters happen (see test_campaign_real_history).
-    "execution.taker_fee_bps=0",
+    # would not trade and a threshold could change nothing but holds; a nearly cost-free execution (a 1 bp fee
+    # so fees still show, no spread or impact, margins 0) lets the entries the threshold filters happen.
+    "execution.taker_fee_bps=1",
     "execution.slippage.half_spread_bps=0",
     "execution.slippage.impact_bps_per_pct_of_bar_volume=0",
     "execution.slippage.max_bps=0",
