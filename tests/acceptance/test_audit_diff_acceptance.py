@@ -20,10 +20,10 @@ from scripts.cli import main
 REAL = (
     "run=real",
     "risk=aggressive",
-    "data.start=2023-01-01",
-    "data.days=420",
-    "data.symbols=[BTC,ETH]",
-    "training.walk_forward.n_folds=2",
+    "data.start=2022-01-01",
+    "data.days=900",
+    "data.symbols=[BTC,ETH,SOL]",
+    "training.walk_forward.n_folds=3",  # the first fold has no calibrated edge (ADR-030): two more trade
     "training.walk_forward.min_train_bars=4380",
     "model.global_model.n_estimators=30",
     "model.specialist.n_estimators=20",
