@@ -21,6 +21,7 @@ ORDER = (
     "bench_backtest.py",
     "bench_strategy.py",
     "bench_paper.py",
+    "bench_kraken.py",
     "bench_training.py",
     "bench_predict.py",
     "bench_replay.py",

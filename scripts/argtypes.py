@@ -29,6 +29,14 @@ def finite_float(text: str) -> float:
     return value
 
 
+def positive_float(text: str) -> float:
+    """Parse a finite float greater than 0."""
+    value = finite_float(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, was {text!r}")
+    return value
+
+
 def bounded_int(low: int, high: int) -> Callable[[str], int]:
     """Return a parser of integers in ``[low, high]``."""
 

@@ -18,6 +18,7 @@ from backend.config.compose import compose_with_hydra, load_spec_file, validate_
 from backend.config.diff import diff_configs, format_changes
 from backend.engine.pipeline import compile_pipeline
 from backend.errors import ActsError
+from backend.secrets.redact import install_log_redaction, redact, redacting_excepthook
 from backend.home import Home, acts_home
 from backend.runs.backtest import run_backtest
 from backend.runs.replay import replay
@@ -150,6 +151,26 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def parse(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:
+    """Parse ``argv`` like ``parser.parse_args``, also taking overrides that follow an option.
+
+    argparse gives a command's ``overrides`` (``nargs="*"`` after a required positional, as in ``acts replay RUN``
+    or ``acts models promote MODEL``) their empty list as soon as the positional before them is read, so
+    ``acts models promote MODEL --author dana training.promotion.min_auc=0.55`` used to fail with "unrecognized
+    arguments". Left-over words go to ``overrides`` when the command has them and none looks like an option
+    (anything after ``--`` is a word); otherwise the refusal is argparse's own (exit 2, naming them).
+    """
+    args, extra = parser.parse_known_args(argv)
+    if not extra:
+        return args
+    words = extra[extra.index("--") + 1 :] if "--" in extra else []
+    before = extra[: extra.index("--")] if "--" in extra else extra
+    if not isinstance(getattr(args, "overrides", None), list) or any(w.startswith("-") for w in before):
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    args.overrides = [*args.overrides, *before, *words]
+    return args
+
+
 def main(argv: Sequence[str] | None = None, out: TextIO | None = None, err: TextIO | None = None) -> int:
     """Run the ``acts`` command; return its exit code (2 for a refused input).
 
@@ -157,7 +178,7 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None, err: Text
     """
     out = out or sys.stdout
     err = err or sys.stderr
-    args = build_parser().parse_args(argv)
+    args = parse(build_parser(), argv)
     try:
         if args.command == "config":
             return cmd_config(args, out)
@@ -167,10 +188,12 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None, err: Text
             return cmd_replay(args, out)
         return args.handler(args, out, err)
     except ActsError as error:
-        err.write(f"acts: error: {error}\n")
+        err.write(f"acts: error: {redact(str(error))}\n")
         return 2
 
 
 def run() -> None:
-    """Console entry point."""
+    """Console entry point: secrets are redacted from logs and from any crash traceback."""
+    install_log_redaction()
+    sys.excepthook = redacting_excepthook()
     sys.exit(main())

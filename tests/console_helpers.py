@@ -48,7 +48,7 @@ def demo_home(root: Path) -> Path:
     run_backtest(pipeline, Home(home), home / "runs" / RUN_ID, WallClock(), _quiet)
     record = train_candidate(pipeline, Home(home), _Clock(), _quiet)
     bounds = compose_spec(list(LENIENT_PROMOTION)).training.promotion
-    promote(ModelRegistry.of_home(Home(home)), record["version"], bounds, _Clock().now_ms(), "console test fixture")
+    promote(ModelRegistry.of_home(Home(home)), record["version"], bounds, _Clock().now_ms(), "console test fixture", author="test")
     # Paper sessions on the recorded run: opened but not started, stopped holding DOGE alone (SMALL's planted
     # signal: BTC and ETH enter at event 2160, DOGE at 2311, BTC and ETH are out by 2325, SOL enters at 2502),
     # and run to the end (written last, so the newest).

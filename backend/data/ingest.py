@@ -6,10 +6,13 @@ One page at a time, per series:
 2. parse; a bad page is quarantined (evidence with the raw digest), refetched up to a bound, and
    never reaches the lake;
 3. assess the valid bars against the lake (revisions, late arrivals, gaps) and commit that evidence;
-4. write the lake (each file atomically); 5. commit the cursor.
+4. write the lake (each file atomically); 5. commit the cursor and the run's next request.
 
 A crash between any two steps repeats the page on restart: evidence is de-duplicated by fingerprint
-and an identical bar is never rewritten, so the result has no duplicate, torn or missing rows.
+and an identical bar is never rewritten, so the result has no duplicate, torn or missing rows. The
+restart continues the interrupted run's page sequence (the lookback is applied once, when a run
+starts), so it fetches the pages the uninterrupted run would have fetched and the month files come
+out byte for byte the same.
 """
 
 from __future__ import annotations
@@ -64,6 +67,13 @@ class SeriesReport:
     quarantined: int = 0
     evidence: int = 0
     error: str | None = None
+
+
+@dataclass(frozen=True)
+class _RunStep:
+    """A page of a run (not a gap refetch): where the run's next page starts, None when the page was its last."""
+
+    next_request_ms: int | None
 
 
 @dataclass
@@ -190,7 +200,13 @@ class Ingestor:
         bar_ms = TIMEFRAME_MS[timeframe]
         cursor = self.state.cursor(source, symbol, timeframe)
         request_from = start_ms
-        if cursor is not None and options.lookback_bars:
+        resume = self.state.resume_point(source, symbol, timeframe)
+        if resume is not None:
+            # An unfinished run (killed, failed or stopped by max_pages) is continued with the requests it
+            # would have made: the lookback is not applied again, so the pages (and their batch ids) are the
+            # uninterrupted run's.
+            request_from = resume
+        elif cursor is not None and options.lookback_bars:
             request_from = max(options.start_ms, cursor.next_ms - options.lookback_bars * bar_ms)
         position = start_ms
         while options.max_pages is None or report.pages < options.max_pages:
@@ -200,7 +216,11 @@ class Ingestor:
                 # History starts later than asked: that span was never there to fetch.
                 eta.total_ms -= int(page.bars["ts"][0]) - position
                 position = int(page.bars["ts"][0])
-            cursor = self._apply(asset, timeframe, page, cursor, max(position, page.next_cursor_ms), report)
+            finished = page.complete or page.next_cursor_ms <= request_from
+            cursor = self._apply(
+                asset, timeframe, page, cursor, max(position, page.next_cursor_ms), report,
+                _RunStep(None if finished else page.next_cursor_ms),
+            )  # fmt: skip
             eta.done_ms += max(0, cursor.next_ms - position)
             position = cursor.next_ms
             remaining = max(0, eta.total_ms - eta.done_ms)  # over every series of the run
@@ -208,7 +228,7 @@ class Ingestor:
                 f"{source} {symbol} {timeframe}: page {report.pages}, {report.bars} bars; "
                 f"{eta.line(self._pace(remaining, timeframe))}"
             )
-            if page.complete or page.next_cursor_ms <= request_from:
+            if finished:
                 break
             request_from = page.next_cursor_ms
 
@@ -261,9 +281,9 @@ class Ingestor:
 
     def _apply(
         self, asset: AssetSpec, timeframe: str, page: OhlcvPage, cursor: Cursor | None, next_ms: int,
-        report: SeriesReport,
+        report: SeriesReport, step: _RunStep | None = None,
     ) -> Cursor:  # fmt: skip
-        """Record what the page changes, write it, then move the cursor."""
+        """Record what the page changes, write it, then move the cursor (and a run's resume point, with it)."""
         source, symbol = self.provider.source, asset.symbol
         bars = page.bars
         high = None if cursor is None else cursor.high_ms
@@ -294,6 +314,8 @@ class Ingestor:
                 self.state.record_batch(str(bars["batch_id"][0]), source, symbol, timeframe, "committed", bars.height,
                                         [r.id for r in page.records], now)  # fmt: skip
             self.state.set_cursor(source, symbol, timeframe, new_cursor, now)
+            if step is not None:
+                self.state.set_resume_point(source, symbol, timeframe, step.next_request_ms, now)
         return new_cursor
 
     # ------------------------------------------------------------- gap refetch

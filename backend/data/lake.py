@@ -135,11 +135,16 @@ def _symbol_dir(root: Path, source: str, timeframe: str, symbol: str) -> Path:
     return root / "ohlcv" / f"source={source}" / f"timeframe={timeframe}" / f"symbol={symbol}"
 
 
+# Rows per parquet row group. Fixed, and the frame is rechunked first: polars otherwise lays row groups
+# out along the frame's memory chunks, so equal rows merged in another order came out as other bytes.
+ROW_GROUP_ROWS = 65_536
+
+
 def _write_atomic(frame: pl.DataFrame, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
-        frame.write_parquet(tmp, compression="zstd", statistics=True)
+        frame.rechunk().write_parquet(tmp, compression="zstd", statistics=True, row_group_size=ROW_GROUP_ROWS)
         os.replace(tmp, path)
     except BaseException:
         # The target is untouched; drop the partial temporary so it does not pile up.

@@ -1,5 +1,9 @@
 """Ingestion state in one SQLite file (``$ACTS_HOME/data/ingest.sqlite``): cursors, batches, evidence.
 
+A series' cursor says where its stored history ends; its resume point (table ``resume``) says where an
+unfinished run's next page starts, so a run killed or stopped half way is continued with the very
+requests it would have made (the same pages, the same bytes, the same batch ids).
+
 Evidence rows are never deleted; their ``resolution`` moves from ``open`` to how the issue was
 resolved. A row's ``fingerprint`` (sha256 of what was detected) makes detection idempotent: finding
 the same issue again, for example after a restart, adds nothing.
@@ -22,6 +26,11 @@ _SCHEMA = """
 CREATE TABLE IF NOT EXISTS cursor (
     source TEXT NOT NULL, symbol TEXT NOT NULL, timeframe TEXT NOT NULL,
     next_ms INTEGER NOT NULL, high_ms INTEGER, updated_at_ms INTEGER NOT NULL,
+    PRIMARY KEY (source, symbol, timeframe)
+);
+CREATE TABLE IF NOT EXISTS resume (
+    source TEXT NOT NULL, symbol TEXT NOT NULL, timeframe TEXT NOT NULL,
+    request_ms INTEGER NOT NULL, updated_at_ms INTEGER NOT NULL,
     PRIMARY KEY (source, symbol, timeframe)
 );
 CREATE TABLE IF NOT EXISTS batch (
@@ -170,6 +179,24 @@ class IngestState:
         """Return every cursor, sorted by (source, symbol, timeframe)."""
         rows = self._db.execute("SELECT source, symbol, timeframe, next_ms, high_ms FROM cursor ORDER BY 1, 2, 3")
         return [(r[0], r[1], r[2], Cursor(r[3], r[4])) for r in rows]
+
+    def resume_point(self, source: str, symbol: str, timeframe: str) -> int | None:
+        """Return where the unfinished run of a series asks for its next page, or None when no run is unfinished."""
+        row = self._db.execute(
+            "SELECT request_ms FROM resume WHERE source = ? AND symbol = ? AND timeframe = ?", (source, symbol, timeframe)
+        ).fetchone()
+        return None if row is None else int(row[0])
+
+    def set_resume_point(self, source: str, symbol: str, timeframe: str, request_ms: int | None, now_ms: int) -> None:
+        """Record the next page request of a series' unfinished run; None: the run finished (the point is dropped)."""
+        if request_ms is None:
+            self._db.execute("DELETE FROM resume WHERE source = ? AND symbol = ? AND timeframe = ?", (source, symbol, timeframe))
+            return
+        self._db.execute(
+            "INSERT INTO resume VALUES (?, ?, ?, ?, ?) ON CONFLICT (source, symbol, timeframe) DO UPDATE SET"
+            " request_ms = excluded.request_ms, updated_at_ms = excluded.updated_at_ms",
+            (source, symbol, timeframe, request_ms, now_ms),
+        )
 
     # ------------------------------------------------------------- batches
     def record_batch(

@@ -15,7 +15,7 @@ from typing import Any
 from backend.config.schema import PromotionSpec
 from backend.errors import PromotionRefused, RegistryError
 from backend.models.registry import ModelRegistry, ModelStatus, StatusTrigger
-from backend.config.text import REASON_MAX_CHARS, checked_text
+from backend.config.text import attribution
 
 
 class Gate(str, enum.Enum):
@@ -97,17 +97,24 @@ def evaluate_gates(record: dict[str, Any], incumbent: dict[str, Any] | None, bou
     return results
 
 
-def promote(registry: ModelRegistry, version: str, bounds: PromotionSpec, now_ms: int, reason: str) -> list[GateResult]:
+def promote(
+    registry: ModelRegistry, version: str, bounds: PromotionSpec, now_ms: int, reason: str, *, author: str
+) -> list[GateResult]:
     """Promote ``version`` when every gate holds, retiring the incumbent; return the gate results.
+
+    ``author`` and ``reason`` go into both history entries (the promotion and the incumbent's
+    retirement): an operator's name, or ``acts`` for the promotions the system makes itself (a
+    scheduled retrain, a bundle build), with the reason saying which.
 
     Raises
     ------
     PromotionRefused
         Listing each failing gate with its figure and bound; nothing changes in the registry.
     RegistryError
-        When ``version`` is unknown or not a candidate.
+        When ``version`` is unknown or not a candidate, or the author or reason is not plain text
+        (the shared rule of every attributable action; nothing changes).
     """
-    reason = checked_text("reason", reason, REASON_MAX_CHARS, RegistryError)
+    author, reason = attribution(author, reason, RegistryError)
     record = registry.load(version)
     if record["status"] != ModelStatus.CANDIDATE.value:
         raise PromotionRefused(f"model {version} is {record['status']}; only a candidate can be promoted")
@@ -118,6 +125,6 @@ def promote(registry: ModelRegistry, version: str, bounds: PromotionSpec, now_ms
         lines = "\n".join(f"  - {r.describe()}" for r in failing)
         raise PromotionRefused(f"model {version} was not promoted; failing gates:\n{lines}")
     if incumbent is not None:
-        registry.transition(incumbent["version"], StatusTrigger.RETIRE, f"replaced by {version}", now_ms)
-    registry.transition(version, StatusTrigger.PROMOTE, reason, now_ms)
+        registry.transition(incumbent["version"], StatusTrigger.RETIRE, f"replaced by {version}", now_ms, author=author)
+    registry.transition(version, StatusTrigger.PROMOTE, reason, now_ms, author=author)
     return results

@@ -139,15 +139,16 @@ class ModelRegistry:
         record = self.promoted()
         if record is None:
             raise ModelError(
-                f"no promoted model in {self.root}: train one (acts train) and promote it (acts models promote MODEL)"
+                f"no promoted model in {self.root}: train one (acts train) and promote it (acts models promote MODEL --author WHO)"
             )
         return self.bundle(record["version"])
 
-    def transition(self, version: str, trigger: StatusTrigger, reason: str, now_ms: int) -> dict[str, Any]:
-        """Apply ``trigger`` to ``version``, append it to the history, and return the new record."""
+    def transition(self, version: str, trigger: StatusTrigger, reason: str, now_ms: int, *, author: str) -> dict[str, Any]:
+        """Apply ``trigger`` to ``version``, append it to the history (with who and why), and return the new record."""
         record = self.load(version)
         status = next_status(ModelStatus(record["status"]), trigger)
         record["status"] = status.value
-        record["history"] = [*record["history"], {"status": status.value, "at_ms": now_ms, "reason": reason}]
+        entry = {"status": status.value, "at_ms": now_ms, "author": author, "reason": reason}
+        record["history"] = [*record["history"], entry]
         _write_json(self.path(version) / "record.json", record)
         return record

@@ -7,6 +7,7 @@ gives the same model texts wherever it runs (in-process or as a Ray task).
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -206,12 +207,31 @@ def _spans(bundle: ModelBundle, forward: bool) -> list[tuple[FoldWindow, int]]:
     return spans
 
 
+# Compiled fold forests by (bundle version, fold, targets): the version is a hash of every booster's text, so
+# an entry is valid for any bundle object of that version. A live session predicts one bar at a time with
+# the same bundle; parsing its boosters again for every bar would cost more than the prediction.
+_FORESTS: OrderedDict[tuple[str, int, tuple[str, ...]], tuple[forest.Forest, dict[str, tuple[int, np.ndarray]]]] = OrderedDict()
+FOREST_CACHE_ENTRIES = 16
+
+
 def _fold_forest(bundle: ModelBundle, fold: int, targets: tuple[str, ...]) -> tuple[forest.Forest, dict[str, tuple[int, np.ndarray]]]:
-    """Compile the fold's boosters for ``targets`` into one forest.
+    """Return the fold's boosters for ``targets`` compiled into one forest (cached by bundle version).
 
     Returns the forest and, per target the fold has a global booster for, the global model's index
     and each symbol's specialist index (-1: none, the global output stands alone).
     """
+    key = (bundle.version, fold, tuple(targets))
+    found = _FORESTS.get(key)
+    if found is None:
+        found = _compile_fold_forest(bundle, fold, targets)
+        _FORESTS[key] = found
+        if len(_FORESTS) > FOREST_CACHE_ENTRIES:
+            _FORESTS.popitem(last=False)
+    _FORESTS.move_to_end(key)
+    return found
+
+
+def _compile_fold_forest(bundle: ModelBundle, fold: int, targets: tuple[str, ...]) -> tuple[forest.Forest, dict[str, tuple[int, np.ndarray]]]:
     texts: list[str] = []
     plans: dict[str, tuple[int, np.ndarray]] = {}
     for target in (t for t in TARGETS if t in targets):

@@ -27,7 +27,7 @@ from backend.runs.audit_diff import AuditDiff, audit_replay, store_profile_overr
 from backend.config.compose import compose_spec
 from backend.config.diff import ConfigChange
 from backend.config.schema import RiskProfileSpec
-from backend.operator.runs import RunKind, RunRef, holdings, list_runs, paper_checkpoint, recorded_run_of
+from backend.operator.runs import RunKind, RunRef, holdings, list_runs, paper_checkpoint, recorded_run_of, session_feed
 from backend.control.store import DB_FILENAME, ControlAction, ControlStatus, ControlStore
 from backend.clock import Clock
 from backend.errors import ActsError, ControlError
@@ -177,7 +177,7 @@ def gate_figures(
 def runtime_status(home: Home, clock: Clock, stale_after_ms: int = 15 * 60 * 1000) -> RuntimeStatus:
     """The runtime's health, mode, last event and lag, the active profile and every gate against its bound.
 
-    The runtime is the newest paper session when there is one (its journal's last write tells whether
+    The runtime is the newest session (paper, shadow or live, on a recorded run or the Kraken feed) when there is one (its journal's last write tells whether
     it is running), else the newest backtest run's final state. Gate bounds are the active profile's:
     the ones the gates apply from the next event on.
     """
@@ -197,8 +197,9 @@ def runtime_status(home: Home, clock: Clock, stale_after_ms: int = 15 * 60 * 100
             health = Health.NOT_STARTED
         else:
             health = Health.RUNNING if now - written <= stale_after_ms else Health.STALE
-        note = f"paper session {run.name}: journal last written {max(0, now - written) // 1000} s ago"
-        mode = "paper"
+        feed = "the Kraken feed" if session_feed(run) == "kraken" else "a recorded run"
+        note = f"{run.mode} session {run.name} on {feed}: journal last written {max(0, now - written) // 1000} s ago"
+        mode = run.mode
     elif runs:
         run = runs[0]
         curve = pl.read_parquet(run.path / "equity.parquet")

@@ -30,6 +30,8 @@ from backend.errors import ControlError
 from backend.home import Home
 
 PAPER_JOURNAL = "journal.sqlite"
+# The runtime's modes, each with its sessions' folder under the home (``acts run --mode``).
+SESSION_MODES = ("paper", "shadow", "live")
 PAGE_SIZE_MAX = 500
 # The columns a decisions page shows, in order; the rest stay in the file.
 PAGE_COLUMNS = (
@@ -71,13 +73,17 @@ def _read_json(path: Path) -> Any:
 
 
 def list_runs(home: Home) -> list[RunRef]:
-    """Every paper session (by name), then every finished backtest run, newest first (run ids are timestamps)."""
+    """Every runtime session (paper, shadow, live; by name), then every finished backtest run, newest first.
+
+    A session is a state folder of ``acts run`` (``$ACTS_HOME/<mode>/<name>/journal.sqlite``); run ids are timestamps.
+    """
     found: list[RunRef] = []
-    paper = home.root / "paper"
-    if paper.is_dir():
-        for folder in sorted(paper.iterdir()):
-            if (folder / PAPER_JOURNAL).is_file():
-                found.append(RunRef(f"paper/{folder.name}", RunKind.PAPER, folder, folder.name, "paper"))
+    for mode in SESSION_MODES:
+        sessions = home.root / mode
+        if sessions.is_dir():
+            for folder in sorted(sessions.iterdir()):
+                if (folder / PAPER_JOURNAL).is_file():
+                    found.append(RunRef(f"{mode}/{folder.name}", RunKind.PAPER, folder, folder.name, mode))
     if home.runs.is_dir():
         for folder in sorted(home.runs.iterdir(), reverse=True):
             if (folder / "summary.json").is_file():
@@ -118,6 +124,17 @@ def paper_checkpoint(run: RunRef) -> dict[str, Any] | None:
         return None
     return {"next_index": row["next_index"], "ts": row["ts"], "state": json.loads(row["state"]),
             "identity": json.loads(identity["identity"])}  # fmt: skip
+
+
+def session_feed(run: RunRef) -> str:
+    """What a session plays: ``kraken`` (Kraken's live feed) or ``recorded`` (a recorded run's bars)."""
+    conn = _connect_read_only(run.path / PAPER_JOURNAL)
+    try:
+        row = conn.execute("SELECT identity FROM paper_meta WHERE id = 1").fetchone()
+    finally:
+        conn.close()
+    identity = json.loads(row["identity"]) if row is not None else {}
+    return str(identity.get("source", "recorded"))
 
 
 def _paper_decisions(run: RunRef) -> pl.DataFrame:

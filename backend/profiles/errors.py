@@ -26,6 +26,21 @@ class StaleProfileError(ProfileError):
         self.latest = latest
 
 
+class NoChangeError(ProfileError):
+    """An edit or activation that would change nothing (a correct refusal: there is nothing to do); nothing was written.
+
+    Every such message ends with :data:`NO_CHANGE`, so a caller that sees only the text (a script
+    reading ``acts`` output, the fuzz drill) can tell it from a refusal of a bad value.
+    """
+
+    def __init__(self, name: str, what: str) -> None:
+        super().__init__(f"profile {name!r}: {what}; {NO_CHANGE}")
+        self.name = name
+
+
+NO_CHANGE = "no change to make, nothing written"
+
+
 class ProfileValueError(ConfigError):
     """A change breaks the schema (a bound, an unknown key, a cross-field rule); nothing was written."""
 

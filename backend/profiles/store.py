@@ -20,6 +20,7 @@ from backend.config.canonical import canonical_json, sha256_hex
 from backend.config.compose import CONF_DIR
 from backend.config.diff import ConfigChange, diff_configs
 from backend.config.schema import RiskProfileSpec
+from backend.config.text import display_text
 from backend.profiles.core import (
     GENESIS,
     Activation,
@@ -32,6 +33,7 @@ from backend.profiles.core import (
 )
 from backend.profiles.errors import (
     BrokenChainError,
+    NoChangeError,
     ProfileError,
     ProfileIntegrityError,
     StaleProfileError,
@@ -89,6 +91,14 @@ class ChainReport:
     @property
     def ok(self) -> bool:
         return not self.problems
+
+
+def _held(tree: Mapping[str, Any], key: str) -> str:
+    """The stored value at dotted ``key`` (it exists: the content validated and equals the tree), shown on one line."""
+    node: Any = tree
+    for part in key.split("."):
+        node = node[part]
+    return display_text(repr(node))
 
 
 def _commit(row: sqlite3.Row) -> ProfileCommit:
@@ -281,8 +291,8 @@ class ProfileStore(SqliteStore):
             When ``expected_parent`` is not the latest version (another edit won); nothing is written.
         ProfileValueError
             When a value breaks a bound or a key is unknown, naming the field, the bound and the value.
-        ProfileError
-            When the changes leave the content identical to the parent.
+        NoChangeError
+            When the changes leave the content identical to the parent (naming the values it already holds).
         """
         author, reason = check_attribution(author, reason)
         with self._transaction() as conn:
@@ -300,7 +310,8 @@ class ProfileStore(SqliteStore):
             spec = validate_profile(apply_changes(parent.tree(), changes), context)
             content = canonical_json(spec)
             if content == parent.content:
-                raise ProfileError(f"profile {name!r}: the changes leave v{parent.version} as it is; nothing written")
+                held = ", ".join(f"{key}={_held(parent.tree(), key)}" for key in sorted(changes))
+                raise NoChangeError(name, f"v{parent.version} already holds {held}")
             return self._insert_commit(
                 conn, name, parent.version + 1, parent, parent.chain_hash, content, author, reason
             )
@@ -314,7 +325,7 @@ class ProfileStore(SqliteStore):
             When the version does not exist.
         ProfileIntegrityError
             When its content does not match its hash or no longer validates.
-        ProfileError
+        NoChangeError
             When it is already the active version.
         """
         author, reason = check_attribution(author, reason)
@@ -324,7 +335,7 @@ class ProfileStore(SqliteStore):
             commit.spec()
             head = self._head(conn)
             if head is not None and (head.name, head.version) == (name, version):
-                raise ProfileError(f"profile {name!r} v{version} is already active; nothing written")
+                raise NoChangeError(name, f"v{version} is already active")
             return self._insert_activation(conn, commit, author, reason)
 
     def _refuse_broken_chain(self, what: str) -> None:

@@ -256,5 +256,5 @@ def build_bundle(
     pipeline = compile_pipeline(spec)
     record = train_candidate(pipeline, work_home, clock, progress, "manual", {"bundle": f"{build.name}/{build.version}"})
     if record["status"] == ModelStatus.CANDIDATE.value:
-        promote(ModelRegistry.of_home(work_home), record["version"], spec.training.promotion, clock.now_ms(), f"bundle build {build.name}")
+        promote(ModelRegistry.of_home(work_home), record["version"], spec.training.promotion, clock.now_ms(), f"bundle build {build.name}", author="acts")
     return export_bundle(work_home, record["version"], build, out_root, lineage_root, runtime, clock, progress)

@@ -208,7 +208,7 @@ def _settle(registry: ModelRegistry, pipeline: Pipeline, record: dict[str, Any],
     if record["status"] != ModelStatus.CANDIDATE.value:
         return ScheduleTick(tick.iteration, now, tick.trigger, tick.evidence, version, f"unchanged: the retrain gave {version}, already {record['status']}")
     try:
-        promote(registry, version, pipeline.spec.training.promotion, now, f"{tick.trigger.value} retrain")  # type: ignore[union-attr]
+        promote(registry, version, pipeline.spec.training.promotion, now, f"{tick.trigger.value} retrain", author="acts")  # type: ignore[union-attr]
     except PromotionRefused as refusal:
         return ScheduleTick(tick.iteration, now, tick.trigger, tick.evidence, version, f"refused: {refusal}")
     return ScheduleTick(tick.iteration, now, tick.trigger, tick.evidence, version, f"promoted {version}")

@@ -24,7 +24,7 @@ from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import polars as pl
@@ -52,7 +52,7 @@ from execution.orders.lifecycle import OrderTrigger
 # Test seam: "EVENT:POINT" (or "EVENT:POINT:SIGNAL", default SIGKILL) makes the runtime signal itself
 # at that point of that event index. Read only by :func:`crash_hook`; unset in normal use.
 CRASH_ENV = "ACTS_PAPER_CRASH_AT"
-CRASH_POINTS = ("before_event", "after_record_new", "after_submit", "after_fills", "before_commit", "after_commit")
+CRASH_POINTS = ("before_event", "after_record_new", "after_send", "after_submit", "after_fills", "before_commit", "after_commit")
 JOURNAL_FILE = "journal.sqlite"
 
 Crash = Callable[[int, str], None]
@@ -156,6 +156,22 @@ class JournaledBroker(SimulatedBroker):
         """Forget queued orders the journal has cancelled (the kill switch)."""
         self.pending = [o for o in self.pending if o.order_id not in order_ids]
 
+    def kill(self, ts: int) -> list[str]:
+        """Cancel every open order (the kill switch took effect); return their ids."""
+        cancelled = apply_kill_switch(self.journal, ts)
+        self.drop(set(cancelled))
+        return cancelled
+
+    def close(self) -> None:
+        """Nothing of its own to close: the journal belongs to the runtime."""
+
+    def restored_problem(self) -> str | None:
+        """Say why the restored open orders disagree with the journal, or None when they agree."""
+        journal_open = sorted(o["client_order_id"] for o in self.journal.open_orders())
+        if journal_open != sorted(o.order_id for o in self.pending):
+            return f"journal open orders {journal_open}, checkpoint open orders {sorted(o.order_id for o in self.pending)}"
+        return None
+
 
 class RecordingLog(DecisionLog):
     """A decision log that also remembers which rows arrived since the last :meth:`take`."""
@@ -186,10 +202,41 @@ class RecordedFeed:
     matrix: MarketMatrix
     identity: str
 
-    def batches(self, start: int) -> Iterator[BarBatch]:
+    @property
+    def start_ms(self) -> int:
+        """The first event's time (the runtime clock starts there)."""
+        return int(self.matrix.ts_ms[0])
+
+    @property
+    def events(self) -> int | None:
+        """How many events the feed holds."""
+        return len(self.matrix.ts_ms)
+
+    def batches(self, start: int, after_ms: int | None = None) -> Iterator[BarBatch]:
         """Yield the events from index ``start`` on, each without the matrix (evaluated as a live event)."""
         for t in range(start, len(self.matrix.ts_ms)):
             yield self.matrix.batch(t, attached=False)
+
+
+class EventSource(Protocol):
+    """What the runtime plays: a recorded run or a live feed (``backend.runtime.kraken_source``)."""
+
+    pipeline: Pipeline
+    bundle: ModelBundle
+
+    @property
+    def identity(self) -> str: ...
+
+    @property
+    def start_ms(self) -> int: ...
+
+    @property
+    def events(self) -> int | None: ...
+
+    def batches(self, start: int, after_ms: int | None = None) -> Iterator[BarBatch]: ...
+
+
+BrokerFactory = Callable[["EventJournal", SimulatedClock, Crash, Path], "JournaledBroker"]
 
 
 def load_recorded(
@@ -207,14 +254,37 @@ def load_recorded(
     ModelError
         When the run's bundle is not the promoted model and ``allow_run_bundle`` is not given.
     """
-    spec_path, inputs_path = run_dir / "spec.json", run_dir / "inputs.parquet"
-    if not any((run_dir / name).exists() for name in ("spec.json", "inputs.parquet", "inputs.json")):
-        raise PaperRuntimeError(f"--run-dir {run_dir} is not a recorded run (spec.json, inputs.parquet and inputs.json are needed)")
-    pipeline = compile_pipeline(read_spec(spec_path)[1])
+    pipeline, bundle = load_run_model(run_dir, registry, allow_run_bundle, installed)
+    inputs_path = run_dir / "inputs.parquet"
     bars = read_parquet(inputs_path)
     recorded = read_json(run_dir / "inputs.json", INPUTS_KEYS)["inputs_sha256"]
     if frame_sha256(bars) != recorded:
         raise PaperRuntimeError(f"{inputs_path} does not match its recorded hash {recorded}; the inputs were altered")
+    matrix = market_matrix(pipeline, bars, bundle, num_threads)
+    identity = json.dumps({"spec_hash": pipeline.spec_hash, "model": bundle.version, "inputs": recorded}, sort_keys=True)
+    return RecordedFeed(run_dir, pipeline, bundle, matrix, identity)
+
+
+def load_run_model(
+    run_dir: Path, registry: ModelRegistry, allow_run_bundle: bool, installed: str | None = None
+) -> tuple[Pipeline, ModelBundle]:
+    """Return a recorded run's compiled pipeline and model bundle.
+
+    The bundle must be the registry's promoted model or ``installed`` (the model version of the
+    home's active installed bundle), unless ``allow_run_bundle`` accepts the run's own.
+
+    Raises
+    ------
+    PaperRuntimeError
+        When the folder is not a recorded run.
+    ArtifactError
+        When its spec or model is missing or corrupted.
+    ModelError
+        When the run's bundle is neither the promoted model nor the installed one and ``allow_run_bundle`` is not given.
+    """
+    if not any((run_dir / name).exists() for name in ("spec.json", "inputs.parquet", "inputs.json")):
+        raise PaperRuntimeError(f"--run-dir {run_dir} is not a recorded run (spec.json, inputs.parquet and inputs.json are needed)")
+    pipeline = compile_pipeline(read_spec(run_dir / "spec.json")[1])
     bundle = read_bundle(run_dir / "model")
     if not allow_run_bundle and bundle.version != installed:
         promoted = registry.promoted()
@@ -225,9 +295,7 @@ def load_recorded(
                 f"promoted is {have}, installed is {installed or 'none'}"
                 " (pass --allow-run-bundle to run the recorded run's own bundle)"
             )
-    matrix = market_matrix(pipeline, bars, bundle, num_threads)
-    identity = json.dumps({"spec_hash": pipeline.spec_hash, "model": bundle.version, "inputs": recorded}, sort_keys=True)
-    return RecordedFeed(run_dir, pipeline, bundle, matrix, identity)
+    return pipeline, bundle
 
 
 @dataclass(frozen=True)
@@ -260,11 +328,13 @@ class PaperRuntime:
 
     def __init__(
         self,
-        feed: RecordedFeed,
+        feed: EventSource,
         state_dir: Path,
         control: ControlStore | None = None,
         profiles: ProfileWatcher | None = None,
         crash: Crash = _no_crash,
+        broker_factory: BrokerFactory | None = None,
+        initial_cash: float | None = None,
     ) -> None:
         self.feed = feed
         self.control = control
@@ -276,20 +346,26 @@ class PaperRuntime:
         pipeline, spec = feed.pipeline, feed.pipeline.spec
         ordermin = {a.symbol: a.ordermin for a in spec.universe.assets}
         stamp = Stamp(pipeline.spec_hash, pipeline.profile_version, feed.bundle.version)
-        clock = SimulatedClock(int(feed.matrix.ts_ms[0]))
+        clock = SimulatedClock(feed.start_ms)
+        # Shadow and live start from the account's cash (read through the key), not the configured amount.
+        execution = spec.execution if initial_cash is None else spec.execution.model_copy(update={"initial_cash": initial_cash})
         self.engine = Engine(
-            spec.symbols, spec.universe.clusters, ordermin, pipeline.graph, spec.risk, spec.execution, stamp, clock,
+            spec.symbols, spec.universe.clusters, ordermin, pipeline.graph, spec.risk, execution, stamp, clock,
             edge_basis(spec, feed.bundle),
         )  # fmt: skip
-        self.broker = JournaledBroker(
-            spec.execution.taker_fee_bps, SlippageModel(**spec.execution.slippage.model_dump()), self.journal, clock, crash
-        )
+        if broker_factory is None:
+            self.broker = JournaledBroker(
+                spec.execution.taker_fee_bps, SlippageModel(**spec.execution.slippage.model_dump()), self.journal, clock, crash
+            )
+        else:
+            self.broker = broker_factory(self.journal, clock, crash, state_dir)
         self.engine.broker = self.broker
         self.log = RecordingLog()
         self.engine.log = self.log
         self.active: tuple[str, bool] | None = (pipeline.profile_version, False)
         self.killed = False
         self.next_index = 0
+        self.last_ts: int | None = None
         try:
             self._open(state_dir)
         except BaseException:
@@ -347,13 +423,11 @@ class PaperRuntime:
         self.broker.pending = [MarketOrder(o[0], o[1], o[2], Decimal(o[3]), o[4]) for o in saved["pending"]]
         for (line,) in self.conn.execute("SELECT row FROM paper_decisions ORDER BY seq"):
             DecisionLog.append(self.log, json.loads(line))
-        journal_open = sorted(o["client_order_id"] for o in self.journal.open_orders())
-        if journal_open != sorted(o.order_id for o in self.broker.pending) or not portfolio.reconciles():
-            raise PaperRuntimeError(
-                f"state folder does not reconcile: journal open orders {journal_open}, checkpoint open orders "
-                f"{sorted(o.order_id for o in self.broker.pending)}, ledger reconciles {portfolio.reconciles()}"
-            )
+        problem = self.broker.restored_problem()
+        if problem is not None or not portfolio.reconciles():
+            raise PaperRuntimeError(f"state folder does not reconcile: {problem}, ledger reconciles {portfolio.reconciles()}")
         self.engine.clock.advance_to(ts)
+        self.last_ts = ts
         self.active = None  # re-activate the profile in force at the next event
         self.killed = saved["killed"]
         self.next_index = next_index
@@ -396,8 +470,7 @@ class PaperRuntime:
         if killed:
             # Every order open when the switch takes effect is cancelled. Orders the gates admit while it
             # is on reduce risk (exits, scale-outs) and are sent and filled, so they are not cancelled later.
-            cancelled = apply_kill_switch(self.journal, ts)
-            self.broker.drop(set(cancelled))
+            cancelled = self.broker.kill(ts)
             self._action(ts, "cancel", {"orders": cancelled})
 
     def step(self, batch: BarBatch) -> float:
@@ -430,6 +503,7 @@ class PaperRuntime:
             self.crash(index, "before_commit")
         self.crash(index, "after_commit")
         self.next_index = index + 1
+        self.last_ts = batch.ts_ms
         return equity
 
     def run(self, speed: float = 0.0, max_events: int | None = None, sleep: Sleeper = time.sleep) -> PaperResult:
@@ -445,7 +519,7 @@ class PaperRuntime:
         if max_events is not None and max_events < 1:
             raise PaperRuntimeError(f"--max-events must be >= 1, was {max_events}")
         processed, previous = 0, None
-        for batch in self.feed.batches(self.next_index):
+        for batch in self.feed.batches(self.next_index, self.last_ts):
             if max_events is not None and processed >= max_events:
                 break
             if speed > 0 and previous is not None:
@@ -471,7 +545,7 @@ class PaperRuntime:
         return PaperResult(
             processed=processed,
             next_index=self.next_index,
-            events=len(self.feed.matrix.ts_ms),
+            events=self.feed.events if self.feed.events is not None else self.next_index,
             decisions=len(decisions),
             decision_log_sha256=decision_log_sha256(decisions),
             orders=self.engine.state.orders,
@@ -482,7 +556,8 @@ class PaperRuntime:
         )
 
     def close(self) -> None:
-        """Close the state folder's database."""
+        """Close the state folder's databases (the broker's own journal too)."""
+        self.broker.close()
         self.journal.close()
 
 

@@ -1,4 +1,4 @@
-"""Local emulators of the Kraken public REST API and CoinAPI's market-data REST API, with fault injection.
+"""Local emulators of the Kraken REST API (public, and private with test-made keys) and CoinAPI's market-data REST API, with fault injection.
 
 The real endpoints and the emulators differ only in base URL: ``KrakenEmulator(bars).start()``
 returns ``http://127.0.0.1:<port>``, which replaces ``https://api.kraken.com``.

@@ -17,12 +17,38 @@ from typing import Annotated
 
 import numpy as np
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from backend.config.errors_format import format_validation_error
 from backend.errors import ConfigError
 
 Every = Annotated[int, Field(ge=1, le=1_000_000)]
+
+
+class PrivateFault(BaseModel):
+    """A scripted answer to chosen calls of one Kraken private endpoint (the n-th ``AddOrder``...).
+
+    Exactly one of ``error`` (a Kraken error string, e.g. ``EOrder:Insufficient funds``), ``status``
+    (an HTTP 5xx with the CDN's HTML body) or ``timeout`` (the answer is held back ``timeout_seconds``
+    of the FaultSpec). With ``after_accept`` the call is carried out first (an order is placed), then
+    the fault is answered: the client cannot know whether it happened and must reconcile.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    endpoint: Annotated[str, Field(pattern=r"^[A-Za-z]{2,40}$")]
+    calls: Annotated[tuple[Every, ...], Field(min_length=1, max_length=10_000)]
+    error: Annotated[str, Field(pattern=r"^[EW][A-Za-z]+:[ -~]{1,200}$")] | None = None
+    status: Annotated[int, Field(ge=500, le=599)] | None = None
+    timeout: bool = False
+    after_accept: bool = False
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> PrivateFault:
+        kinds = [self.error is not None, self.status is not None, self.timeout]
+        if sum(kinds) != 1:
+            raise ValueError(f"private fault of {self.endpoint}: give exactly one of error, status, timeout (gave {sum(kinds)})")
+        return self
 
 
 class FaultSpec(BaseModel):
@@ -46,6 +72,7 @@ class FaultSpec(BaseModel):
     revised_bars: dict[int, Annotated[float, Field(gt=0.0, allow_inf_nan=False)]] = {}
     duplicated_bars: tuple[int, ...] = ()  # served twice in a row: a duplicated timestamp in one page
     disordered_bars: tuple[int, ...] = ()  # served after the next row: timestamps out of order in one page
+    private_faults: tuple[PrivateFault, ...] = ()  # Kraken private endpoints, by call number of each endpoint
 
 
 def load_fault_spec(path: Path) -> FaultSpec:

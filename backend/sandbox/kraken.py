@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import math
+import threading
 from collections.abc import Callable
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
@@ -21,8 +22,11 @@ import polars as pl
 
 from backend.config.schema import AssetSpec, UniverseSpec
 from backend.sandbox.bars import Bars
-from backend.sandbox.faults import Admission, FaultSpec
+from backend.sandbox.faults import Admission, FaultSpec, PrivateFault
+from backend.sandbox.kraken_account import KrakenAccount, Market, PrivateError, call, parse_json_body
 from backend.sandbox.server import Emulator, Request, Response
+
+PRIVATE_PREFIX = "/0/private/"
 
 OHLC_INTERVALS = (1, 5, 15, 30, 60, 240, 1440, 10080, 21600)  # minutes
 OHLC_MAX_COMMITTED = 720
@@ -119,6 +123,8 @@ class KrakenEmulator(Emulator):
         The emulator's now: bars opening later are not served yet. None serves every bar.
     port : int
         Port on 127.0.0.1; 0 picks a free one.
+    account : KrakenAccount or None
+        The private API's account (keys, balances, orders); default an account holding 10,000 USD.
     """
 
     def __init__(
@@ -130,8 +136,12 @@ class KrakenEmulator(Emulator):
         universe: UniverseSpec | None = None,
         now_ms: Callable[[], int] | None = None,
         port: int = 0,
+        account: KrakenAccount | None = None,
     ) -> None:
         super().__init__(bars, timeframe, faults, trades, universe, now_ms, port)
+        self.account = account if account is not None else KrakenAccount()
+        self._account_lock = threading.Lock()
+        self._caller = threading.local()  # the authenticated key of the request this thread serves
         self._by_name: dict[str, AssetSpec] = {}
         for asset in self.assets.values():
             pair = asset.kraken
@@ -153,8 +163,55 @@ class KrakenEmulator(Emulator):
         return _pair_decimals(float(bars.close[0])) if len(bars) else 5
 
     # ------------------------------------------------------------- pipeline hooks
+    def precheck(self, request: Request) -> Response | None:
+        """Authenticate a private call (key, signature, nonce) before it is counted; a refusal is answered here."""
+        if not request.path.startswith(PRIVATE_PREFIX):
+            return None
+        if request.method != "POST":
+            return _error("EGeneral:Invalid arguments:method")
+        try:
+            params = parse_json_body(request.body) if "json" in request.headers.get("content-type", "") else request.params
+            with self._account_lock:
+                record = self.account.authenticate(request.path, request.headers, request.body, params, self.wall_ms() // 1000)
+        except PrivateError as error:
+            return _error(error.message)
+        self._caller.auth = (record, params)
+        return None
+
+    def _private(self, request: Request) -> Response:
+        record, params = self._caller.auth
+        method = request.path.removeprefix(PRIVATE_PREFIX)
+        now_s = self.wall_ms() / 1000.0
+        with self._account_lock:
+            fault = self.account.scripted_fault(method, self.faults.spec.private_faults)
+            if fault is not None and not fault.after_accept:
+                return self._fault_answer(fault)
+            try:
+                result = call(self.account, method, record, params, self._market, now_s)
+            except PrivateError as error:
+                return _error(error.message)
+        return self._fault_answer(fault) if fault is not None else _json(result)
+
+    def _fault_answer(self, fault: PrivateFault) -> Response:
+        if fault.error is not None:
+            return _error(fault.error)
+        if fault.status is not None:
+            return Response(fault.status, _CLOUDFLARE_BODY.format(status=fault.status).encode(), content_type="text/html")
+        return Response(504, b"", content_type="text/html", delay_seconds=self.faults.spec.timeout_seconds)
+
+    def _market(self, name: str) -> Market | None:
+        asset = self._by_name.get(name.strip().upper())
+        if asset is None:
+            return None
+        bars = self.data.bars(asset.symbol, self.faults.request_count, self.faults, self.now_ms())
+        if not len(bars):
+            raise PrivateError("EService:Unavailable")
+        return Market(asset, _base_asset(asset)[0], float(bars.open[-1]))
+
     def route(self, request: Request, admission: Admission) -> Response:
-        """Dispatch a public endpoint; unknown paths answer ``EGeneral:Unknown method``."""
+        """Dispatch an endpoint; unknown paths answer ``EGeneral:Unknown method``."""
+        if request.path.startswith(PRIVATE_PREFIX):
+            return self._private(request)
         endpoint = self._routes.get(request.path)
         if endpoint is None:
             return _error("EGeneral:Unknown method")

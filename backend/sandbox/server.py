@@ -1,7 +1,8 @@
 """Loopback HTTP plumbing shared by the emulators, and their common request pipeline.
 
 A ``ThreadingHTTPServer`` bound to 127.0.0.1 (port 0 picks a free port) hands every GET to the
-emulator's ``handle``; the emulator returns a :class:`Response`. Transport faults (429, 5xx,
+emulator's ``handle`` (and every POST, with its raw body: Kraken's private API); the emulator returns
+a :class:`Response`. Transport faults (429, 5xx,
 timeouts, truncated and malformed bodies) are applied here in one place; each API only says how
 its error bodies look.
 """
@@ -31,13 +32,18 @@ MALFORMED_BODY = b"<html><head><title>200 OK</title></head><body>upstream sent g
 
 @dataclass(frozen=True)
 class Request:
-    """One HTTP request as the emulator sees it: path, last value of each query parameter, headers."""
+    """One HTTP request as the emulator sees it: path, last value of each query parameter, headers.
+
+    A POST carries its ``body`` byte for byte (signatures are computed over it); its form fields are
+    in ``params`` as well.
+    """
 
     method: str
     target: str
     path: str
     params: dict[str, str]
     headers: dict[str, str]
+    body: bytes = b""
 
 
 @dataclass(frozen=True)
@@ -60,13 +66,19 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:  # noqa: N802 (the http.server naming)
         split = urlsplit(self.path)
-        request = Request(
-            method="GET",
-            target=self.path,
-            path=split.path,
-            params=dict(parse_qsl(split.query, keep_blank_values=True)),
-            headers={k.lower(): v for k, v in self.headers.items()},
-        )
+        self._answer(Request("GET", self.path, split.path, dict(parse_qsl(split.query, keep_blank_values=True)),
+                             {k.lower(): v for k, v in self.headers.items()}))  # fmt: skip
+
+    def do_POST(self) -> None:  # noqa: N802
+        split = urlsplit(self.path)
+        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        headers = {k.lower(): v for k, v in self.headers.items()}
+        params = dict(parse_qsl(split.query, keep_blank_values=True))
+        if "json" not in headers.get("content-type", ""):
+            params.update(parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True))
+        self._answer(Request("POST", self.path, split.path, params, headers, body))
+
+    def _answer(self, request: Request) -> None:
         response = self.server.app(request)
         if response.delay_seconds:
             self.server.stopping.wait(response.delay_seconds)
@@ -194,9 +206,9 @@ class Emulator(ABC):
             self._log.append((request.method, request.target, response.status))
         return response
 
+    @abstractmethod
     def precheck(self, request: Request) -> Response | None:
         """Return a refusal that does not count as a request (e.g. a bad key), or None."""
-        return None
 
     @abstractmethod
     def route(self, request: Request, admission: Admission) -> Response:

@@ -2,7 +2,7 @@
 
     acts drill [--trials 100] [--fuzz-examples 500] [--seed 16] [--run-dir RUN] [--work DIR] [--out docs/reliability.md]
 
-SIGKILL drills (backfill, incremental ingest, paper runtime, profile commit, kill-switch engage), the
+SIGKILL drills (backfill, incremental ingest, paper runtime, profile commit, kill-switch engage, bundle install), the
 kill-switch drill, Hypothesis fuzzing and emulator faults; see ``scripts.drills``. Without ``--run-dir``
 a small backtest is recorded first (the paper drills play it). The drills import Hypothesis (a test
 dependency), so they are imported only when this command runs.

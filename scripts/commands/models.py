@@ -24,7 +24,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     prom = action.add_parser("promote", help="promote a candidate when every gate holds")
     prom.add_argument("model")
     prom.add_argument("overrides", nargs="*", help="Hydra overrides for the gate bounds, e.g. training.promotion.min_auc=0.55")
-    prom.add_argument("--reason", default="operator promotion")
+    prom.add_argument("--author", required=True, help="who (logged in the model's history; required, no default)")
+    prom.add_argument("--reason", default="operator promotion", help="why (logged)")
     models.set_defaults(handler=cmd_models)
 
 
@@ -52,7 +53,7 @@ def cmd_models(args: argparse.Namespace, out: TextIO, err: TextIO, clock=None) -
     raw, _ = compose_with_hydra(args.overrides)
     bounds = validate_raw(raw).training.promotion
     clock = clock or WallClock()
-    results = promote(registry, args.model, bounds, clock.now_ms(), args.reason)
+    results = promote(registry, args.model, bounds, clock.now_ms(), args.reason, author=args.author)
     out.write(f"promoted {args.model}\n")
     for result in results:
         out.write(f"  passed {result.describe()}\n")

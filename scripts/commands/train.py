@@ -58,5 +58,5 @@ def cmd_train(args: argparse.Namespace, out: TextIO, err: TextIO, sleep=time.sle
             f"calibration_error {fold['calibration_error']} rows {fold['n']}\n"
         )
     out.write(f"  strategy return after fees on the out-of-sample span: {record['strategy']['return_pct']} %\n")
-    out.write(f"promote with: acts models promote {record['version']}\n")
+    out.write(f"promote with: acts models promote {record['version']} --author WHO\n")
     return 0

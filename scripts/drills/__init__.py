@@ -1,8 +1,9 @@
 """Reliability drills (`acts drill`, `make drill`): figures for crashes, faults and bad input.
 
 - :mod:`scripts.drills.kills`: SIGKILL at random points of backfill, incremental ingest, the paper
-  runtime, a profile commit and a kill-switch engage; each trial is restarted and compared with an
-  uninterrupted reference, counting lost, duplicated and torn records.
+  runtime, a profile commit and a kill-switch engage (and :mod:`scripts.drills.bundles`: a bundle
+  install); each trial is restarted and compared with an uninterrupted reference, counting lost,
+  duplicated and torn records.
 - :mod:`scripts.drills.killswitch`: the kill switch engaged while positions and open orders exist.
 - :mod:`scripts.drills.fuzz`: Hypothesis over every config field, profile key and CLI argument.
 - :mod:`scripts.drills.faults`: emulator faults for every provider call.

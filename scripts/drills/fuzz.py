@@ -5,7 +5,7 @@ infinities, unicode, control characters and huge strings. Each case must end in 
 
 - **accepted**: the value is valid (and then, for a store, written);
 - **no-op**: a valid value that changes nothing (the profile already holds it, the version is already active),
-  refused as such, with nothing written;
+  refused as such (``NoChangeError``, whose message ends with ``NO_CHANGE``), with nothing written;
 - **refused**: a clear error (``ActsError`` or argparse's exit 2) whose message names the field, and nothing
   written (the store's rows, the home's files are unchanged).
 
@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import hashlib
 import io
 import math
 import sqlite3
@@ -30,16 +31,17 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from backend.bundles.compat import SHIPPED_DIR
 from backend.config.compose import compose_raw, compose_with_hydra, validate_raw
 from backend.clock import WallClock
 from backend.errors import ActsError
+from backend.profiles.errors import NO_CHANGE, NoChangeError
 from backend.profiles.store import ProfileStore
-from scripts.cli import build_parser, main
+from scripts.cli import build_parser, main, parse
 from scripts.drills.kills import environment
 
 HUGE = "x" * 100_000
 CONTROL = "".join(chr(c) for c in (*range(0, 32), 127, 0x85, 0x200B, 0x202E, 0x2028))
-NOOP = "as it is; nothing written"
 TEXT = st.text(alphabet=st.characters(codec="utf-8"), max_size=80)
 
 
@@ -198,7 +200,7 @@ def fuzz_profiles(examples: int, root: Path) -> FuzzTarget:
                 store.set("balanced", changes, author, reason, store.show("balanced").version)
             except ActsError as error:
                 unchanged = _rows(db) == before
-                outcome = "refused" if names_field(str(error), key) else "no-op" if NOOP in str(error) else "unclear refusal"
+                outcome = "no-op" if isinstance(error, NoChangeError) else "refused" if names_field(str(error), key) else "unclear refusal"
                 target.count(outcome if unchanged else "a write on refusal", f"{key}={value!r} author={author!r}: {error}")
                 return
             target.count("accepted")
@@ -250,7 +252,7 @@ def fuzz_cli(examples: int) -> FuzzTarget:
         err = io.StringIO()
         try:
             with contextlib.redirect_stderr(err):
-                args = build_parser().parse_args(argv)
+                args = parse(build_parser(), argv)
         except SystemExit as stopped:
             shown = action.option_strings[0] if action.option_strings else action.dest
             said = err.getvalue()
@@ -270,16 +272,30 @@ ATTRIBUTED = (
     ("control", "resume"),
     ("profile", "set", "position_size_pct=0.14"),
     ("profile", "activate", "1", "--profile", "conservative"),
+    ("bundle", "install", str(SHIPPED_DIR / "sim_v1" / "1.0.0")),
+    ("live", "disable"),
 )
+_SQLITE_SIDE_FILES = ("-wal", "-shm")
 
 
 def _home_state(home: Path) -> dict[str, Any]:
+    """Every database's rows and every other file's bytes (the bundle store's state.json, installed files)."""
     state: dict[str, Any] = {}
-    for path in sorted(home.rglob("*.db")):
-        with sqlite3.connect(path) as conn:
-            state[path.name] = list(conn.iterdump())
-        conn.close()
+    for path in sorted(p for p in home.rglob("*") if p.is_file() and not p.name.endswith(_SQLITE_SIDE_FILES)):
+        key = path.relative_to(home).as_posix()
+        if path.suffix == ".db":
+            with sqlite3.connect(path) as conn:
+                state[key] = list(conn.iterdump())
+            conn.close()
+        else:
+            state[key] = hashlib.sha256(path.read_bytes()).hexdigest()
     return state
+
+
+def is_no_change(said: str) -> bool:
+    """Whether a command's error output is one refusal of an action that would change nothing (a correct refusal)."""
+    lines = said.strip().splitlines()
+    return len(lines) == 1 and lines[0].startswith("acts: error: profile ") and lines[0].endswith(NO_CHANGE)
 
 
 def fuzz_attribution(examples: int, root: Path) -> FuzzTarget:
@@ -303,7 +319,7 @@ def fuzz_attribution(examples: int, root: Path) -> FuzzTarget:
             target.count("accepted")
             return
         said = err.getvalue()
-        outcome = "refused" if field_name in said else "no-op" if "already active" in said else "unclear refusal"
+        outcome = "no-op" if is_no_change(said) else "refused" if field_name in said else "unclear refusal"
         clean = code == 2 and _home_state(home) == before
         target.count(outcome if clean else "a write on refusal", f"{command} {flag}={text!r}: {said}")
 

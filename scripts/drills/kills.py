@@ -50,6 +50,7 @@ START_MS = 1_735_689_600_000  # 2025-01-01T00:00:00Z
 SYMBOLS = ("BTC", "ETH")
 KEY = "drill-key-0001"
 PRELOAD = ["scripts.cli", "scripts.drills.kills"]
+DIFFERING = "restarts whose month files differ byte for byte from the uninterrupted lake"
 # The tables of a paper state folder that must equal the reference (paper_actions logs each session's
 # profile pickup, so a restart adds a row there by design).
 PAPER_TABLES = ("orders", "order_events", "paper_fills", "paper_decisions", "paper_checkpoint")
@@ -224,7 +225,7 @@ def lake_drill(name: str, trials: int, seed: int, root: Path, bars_n: int = 300,
                 code = cli_child({}, argv)  # the operator runs the same command again
             lost, duplicated, torn = lake_counts(home, bars)
             drill.add(lost, duplicated, torn + (code != 0))
-            drill.note("restarts byte-identical to the uninterrupted lake", _lake_snapshot(home) == reference)
+            drill.note(DIFFERING, _lake_snapshot(home) != reference)
             shutil.rmtree(home)
     drill.seconds = time.monotonic() - started
     return drill

@@ -10,13 +10,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from scripts.drills.bundles import bundle_drill
 from scripts.drills.faults import FaultDrill, fault_drill
 from scripts.drills.fuzz import FuzzTarget, fuzz_all
 from scripts.drills.killswitch import KillSwitchDrill, killswitch_drill
 from scripts.drills.kills import KillDrill, control_drill, lake_drill, paper_drill, paper_reference, profile_drill
 
 Say = Callable[[str], None]
-BUNDLE_INSTALL = "bundle install: pending (issue 14 builds `acts models install`; its drill is added once it is in main)"
 
 
 def machine() -> str:
@@ -38,6 +38,8 @@ def run_drills(run_dir: Path, work: Path, trials: int, examples: int, seed: int,
     kills.append(paper_drill(run_dir, trials, seed + 2, work / "paper", 6, reference))
     kills.append(profile_drill(trials, seed + 3, work / "profile"))
     kills.append(control_drill(trials, seed + 4, work / "control"))
+    say("bundle install")
+    kills.append(bundle_drill(trials, seed + 5, work / "bundle"))
     say("kill-switch drill")
     switch = killswitch_drill(reference[0], reference[1], work / "paper")
     say(f"fuzzing, {examples} cases a target")
@@ -67,7 +69,9 @@ def render(results: dict[str, Any], trials: int, examples: int, seed: int, start
         "Each trial kills a child process with SIGKILL at a point drawn from a seeded generator (after a random number "
         "of provider requests, acknowledged commits or actions, plus a random delay; for the paper runtime at a random "
         "event around an order and a random point of the event: before it, after journalling NEW, after sending, after "
-        "the fills, before or after the commit), restarts the work, and compares with an uninterrupted reference.",
+        "the fills, before or after the commit; for a bundle install in a phase drawn as likely as each other: while "
+        "copying the files, after a random number of them, while verifying the copy, switching or smoke-checking), "
+        "restarts the work, and compares with an uninterrupted reference.",
         "",
         "| drill | trials | killed mid-work | lost | duplicated | torn | trials with 0/0/0 | seconds | notes |",
         "|---|---|---|---|---|---|---|---|---|",
@@ -77,13 +81,18 @@ def render(results: dict[str, Any], trials: int, examples: int, seed: int, start
         lines.append(f"| {drill.name} | {drill.trials} | {drill.killed} | {drill.lost} | {drill.duplicated} | {drill.torn} | "
                      f"{drill.identical} | {drill.seconds:.0f} | {notes} |")  # fmt: skip
     lines += [
-        f"| {BUNDLE_INSTALL} | | | | | | | | |",
         "",
         "Lost: a record the reference holds (or the child acknowledged) missing after the restart. Duplicated: a record "
         "held twice or not in the reference. Torn: an unreadable file or database, a failed integrity or hash-chain "
         "check, a stored value that differs, or state that disagrees with its own log. \"Killed mid-work\" counts the "
         "trials whose child died of the SIGKILL (the others finished first). The paper trials start from the journal "
-        "kept just before an order event, so the kill finds open orders and positions; the notes count them.",
+        "kept just before an order event, so the kill finds open orders and positions; the notes count them. The "
+        "bundle trials install a second release of the shipped bundle (`bundles/sim_v1/1.0.0`, the same files as "
+        "version 1.1.0) over it with `acts bundle install`: right after the kill `state.json` must name the old or "
+        "the new bundle, complete and verified against every file hash (a half-copied folder or a state naming one "
+        "is torn); after the same install is run again, the active bundle, rollback stack, log and installed folders "
+        "must equal the uninterrupted install's. The lake trials also compare the month files byte for byte with "
+        "the uninterrupted lake (batch ids included); the notes count the restarts that differ.",
         "",
         "## Kill switch engaged with positions and open orders",
         "",

@@ -15,7 +15,7 @@ from paper_helpers import record_run
 
 from backend.profiles.store import ProfileStore
 from scripts.argtypes import speed
-from scripts.cli import build_parser, main
+from scripts.cli import build_parser, main, parse
 
 START = 1_795_000_000_000
 
@@ -206,6 +206,10 @@ def test_acts_run_with_a_state_path_that_is_a_file_is_refused(recorded: Path, ac
     ("control", "resume", "--author", "ops", "--reason", " "),
     ("profile", "set", "position_size_pct=0.2", "--author", "a", "--reason", ""),
     ("profile", "activate", "1", "--profile", "balanced", "--author", "a" * 65, "--reason", "r"),
+    ("live", "enable", "--confirm", "--author", " "),
+    ("live", "disable", "--author", "ops", "--reason", ""),
+    ("kraken", "disconnect", "--author", "a" * 65),
+    ("kraken", "status", "--check", "--author", ""),
 ])  # fmt: skip
 def test_a_refused_attribution_creates_no_database_in_a_fresh_home(acts_home: Path, argv: tuple[str, ...]) -> None:
     code, _, err = acts(*argv)
@@ -252,6 +256,10 @@ def test_a_parent_version_that_does_not_exist_is_reported_as_missing_not_stale(d
     ("control", "resume", "--reason", "fixed"),
     ("profile", "set", "position_size_pct=0.2", "--reason", "r"),
     ("profile", "activate", "1", "--reason", "r"),
+    ("kraken", "connect", "--stdin"),
+    ("kraken", "disconnect"),
+    ("live", "enable", "--confirm"),
+    ("live", "disable", "--reason", "r"),
 ])  # fmt: skip
 def test_every_attributable_action_requires_an_author_with_no_login_name_default(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, acts_home: Path, argv: tuple[str, ...]
@@ -287,3 +295,41 @@ def test_a_replay_override_that_is_not_yaml_exits_2_naming_it(recorded: Path) ->
 
     assert (code, out) == (2, "")
     assert "override 'risk.entry_min_p_up': the value is not valid YAML, was '[0.6'" in err
+
+
+@pytest.mark.parametrize(
+    ("argv", "overrides"),
+    [
+        (["models", "promote", "m", "--author", "dana", "a=1", "b=2"], ["a=1", "b=2"]),  # after an option
+        (["models", "promote", "m", "a=1", "--author", "dana", "b=2"], ["a=1", "b=2"]),  # on both sides
+        (["models", "promote", "m", "--author", "dana", "--", "-5e16"], ["-5e16"]),  # after --, any word
+        (["replay", "run", "--json", "risk=aggressive"], ["risk=aggressive"]),
+        (["backtest", "seed=3"], ["seed=3"]),
+    ],
+)
+def test_overrides_after_an_option_are_still_overrides(argv: list[str], overrides: list[str]) -> None:
+    assert parse(build_parser(), argv).overrides == overrides
+
+
+@pytest.mark.parametrize(
+    ("argv", "said"),
+    [
+        (["models", "promote", "m", "--author", "dana", "--bogus"], "unrecognized arguments: --bogus"),
+        (["models", "list", "extra"], "unrecognized arguments: extra"),  # a command without overrides
+    ],
+)
+def test_a_left_over_option_or_a_word_where_no_overrides_go_is_refused_naming_it(
+    argv: list[str], said: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as stopped:
+        parse(build_parser(), argv)
+
+    assert stopped.value.code == 2 and said in capsys.readouterr().err
+
+
+def test_a_promotion_with_overrides_after_author_reaches_the_registry(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ACTS_HOME", str(tmp_path))
+
+    code, _, err = acts("models", "promote", "m@0000000000000000", "--author", "dana", "training.promotion.min_auc=0.55")
+
+    assert code == 2 and "model m@0000000000000000 is not in the registry" in err  # parsed, then refused by the registry

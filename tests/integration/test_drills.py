@@ -8,6 +8,8 @@ would prove nothing).
 from __future__ import annotations
 
 import io
+import json
+import random
 import shutil
 import sqlite3
 from pathlib import Path
@@ -16,13 +18,15 @@ from typing import Any
 import polars as pl
 import pytest
 
+from backend.bundles.compat import running
+from backend.bundles.store import BundleStore
 from backend.data.lake import lake_files
 from backend.runtime.paper import JOURNAL_FILE, PaperRuntimeError
 from backend.sandbox.coinapi import CoinApiEmulator
 from backend.config.compose import compose_spec
 from scripts.cli import main
 from scripts.commands.drill import record
-from scripts.drills import fuzz, kills, report
+from scripts.drills import bundles, fuzz, kills, report
 from scripts.drills.fuzz import FuzzTarget
 
 
@@ -42,10 +46,17 @@ def results(run_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str
 def test_every_sigkill_drill_counts_zero_lost_duplicated_and_torn(results: dict[str, Any]) -> None:
     drills = {d.name: d for d in results["kills"]}
 
-    assert sorted(drills) == ["backfill", "incremental ingest", "kill-switch engage", "paper runtime", "profile commit"]
+    assert sorted(drills) == [
+        "backfill", "bundle install", "incremental ingest", "kill-switch engage", "paper runtime", "profile commit"
+    ]  # fmt: skip
     for drill in drills.values():
         assert (drill.trials, drill.lost, drill.duplicated, drill.torn, drill.identical) == (3, 0, 0, 0, 3), drill
         assert drill.killed >= 1, drill
+    for name in ("backfill", "incremental ingest"):
+        assert drills[name].notes == {kills.DIFFERING: 0}, drills[name]
+    bundle = drills["bundle install"].notes
+    assert bundle[bundles.OLD_NOTE] + bundle[bundles.NEW_NOTE] == 3
+    assert sum(v for k, v in bundle.items() if k.startswith("killed while ")) == drills["bundle install"].killed
     assert drills["paper runtime"].notes["trials with open orders at the kill"] >= 1
     assert drills["profile commit"].notes["commits durable after the kill (acknowledged or not)"] >= drills["profile commit"].notes[
         "commits acknowledged before the kill"
@@ -88,7 +99,7 @@ def test_the_page_has_date_machine_and_every_table(results: dict[str, Any]) -> N
     assert "cores, Python 3.11" in page and "load average" in page
     for heading in ("## SIGKILL at random points", "## Kill switch engaged", "## Fuzzing (Hypothesis)", "## Emulator faults"):
         assert heading in page
-    assert "| backfill | 3 |" in page and report.BUNDLE_INSTALL in page
+    assert "| backfill | 3 |" in page and "| bundle install | 3 |" in page
 
 
 def test_acts_drill_writes_the_page(run_dir: Path, tmp_path: Path) -> None:
@@ -127,6 +138,64 @@ def test_lake_counts_sees_lost_duplicated_changed_unreadable_and_leftover_files(
     assert kills.lake_counts(home, bars)[2] == 2  # the changed close and the leftover temporary
     btc.write_bytes(b"not parquet")
     assert kills.lake_counts(home, bars) == (len(bars), 0, 2)  # unreadable: nothing can be counted as present
+
+
+def test_the_bundle_detectors_see_a_torn_state_a_half_copied_folder_and_a_changed_log(tmp_path: Path) -> None:
+    new = bundles.release(bundles.SHIPPED, tmp_path / "shipped", "1.1.0")
+    reference = BundleStore(tmp_path / "reference")
+    for source in (bundles.SHIPPED, new):
+        reference.install(source, "drill", "drill install", 1000, running())
+    store = BundleStore(tmp_path / "store")
+    shutil.copytree(reference.root, store.root)
+    old_key, new_key = "sim_v1/1.0.0", "sim_v1/1.1.0"
+    assert bundles.after_kill(store, old_key, new_key) == (new_key, 0)
+    assert bundles.store_counts(store, reference) == (0, 0, 0)
+    assert bundles.after_kill(store, old_key, "sim_v1/9.9.9") == (new_key, 1)  # neither the old nor the new bundle
+
+    (store.folder(new_key) / "smoke" / "sample.parquet").write_bytes(b"half")  # the active folder half copied
+    assert bundles.after_kill(store, old_key, new_key) == (None, 1)
+    assert bundles.store_counts(store, reference) == (0, 0, 2)  # the folder differs and does not verify
+    shutil.rmtree(store.folder(new_key))
+    shutil.copytree(reference.folder(new_key), store.folder(new_key))
+    (store.root / ".staging-1").mkdir()
+    assert bundles.store_counts(store, reference) == (0, 0, 1)  # a staging folder left behind
+    (store.root / ".staging-1").rmdir()
+
+    state = json.loads(store.state_path.read_text(encoding="utf-8"))
+    first, second = state["log"]
+    store.state_path.write_text(json.dumps({**state, "log": [first, first]}), encoding="utf-8")
+    assert bundles.store_counts(store, reference) == (1, 1, 0)  # the install entry lost, the first held twice
+    store.state_path.write_text(json.dumps({**state, "active": old_key, "log": [first, second]}), encoding="utf-8")
+    assert bundles.after_kill(store, old_key, new_key) == (None, 1)  # the state names a bundle its id is not
+    assert bundles.store_counts(store, reference) == (0, 0, 1)
+    store.state_path.write_text(json.dumps({**state, "active": None, "active_id": None}), encoding="utf-8")
+    assert bundles.after_kill(store, old_key, new_key) == (None, 1)  # no bundle active at all
+    store.state_path.write_text("{", encoding="utf-8")
+    assert bundles.after_kill(store, old_key, new_key) == (None, 1)
+
+
+def test_bundle_kill_points_cover_every_phase_and_wait_for_it(tmp_path: Path) -> None:
+    store = BundleStore(tmp_path / "bundles")
+    rng = random.Random(0)
+    points: dict[str, Any] = {}
+    while len(points) < len(bundles.PHASES):
+        phase, ready, delay = bundles.kill_point(rng, store, "sim_v1/1.1.0", 3)
+        points.setdefault(phase, ready)
+        assert 0.0 <= delay <= 0.3
+    assert not any(ready() for ready in points.values())  # nothing started yet
+
+    staging = store.root / ".staging-7" / "model"
+    staging.mkdir(parents=True)
+    for name in ("a", "b", "c"):
+        (staging / name).write_text("x", encoding="utf-8")
+    assert points["copying the files"]() and points["verifying the copy"]()
+    assert not points["switching"]()
+    store.folder("sim_v1/1.1.0").mkdir(parents=True)
+    assert points["switching"]() and not points["smoke-checking"]()
+    store.state_path.write_text(json.dumps({"active": "sim_v1/1.0.0"}), encoding="utf-8")
+    assert not points["smoke-checking"]()
+    store.state_path.write_text(json.dumps({"active": "sim_v1/1.1.0"}), encoding="utf-8")
+    assert points["smoke-checking"]()
 
 
 def test_paper_counts_calls_a_state_the_runtime_refuses_torn(results: dict[str, Any], run_dir: Path, tmp_path: Path) -> None:
@@ -212,3 +281,22 @@ def test_judge_accepts_what_validates_and_names_what_it_refuses() -> None:
     assert fuzz.judge(lambda: None, "risk.x", "e") == ("accepted", "e")
     assert fuzz.judge(refuse, "risk.x", "e")[0] == "refused"
     assert fuzz.judge(refuse, "data.days", "e")[0] == "refusal does not name the field"
+
+
+def test_a_refused_edit_that_changes_nothing_is_a_no_op_for_the_fuzz_not_an_unclear_refusal(tmp_path: Path) -> None:
+    change = ["profile", "set", "position_size_pct=0.14", "--author", "dana", "--reason", "r"]
+    out, err = io.StringIO(), io.StringIO()
+    with kills.environment({"ACTS_HOME": str(tmp_path / "home")}):
+        assert main(change, out, io.StringIO()) == 0
+        assert main(change, out, err) == 2
+
+    assert err.getvalue() == (
+        "acts: error: profile 'balanced': v2 already holds position_size_pct=0.14; no change to make, nothing written\n"
+    )
+    assert fuzz.is_no_change(err.getvalue())
+    assert not fuzz.is_no_change("acts: error: 'author' must not be empty, was ''\n")
+    assert not fuzz.is_no_change("acts: error: profile 'x': y; no change to make, nothing written\nTraceback\n")
+    # Run whole, the attributable commands meet such no-ops once a first valid value was committed.
+    target = fuzz.fuzz_attribution(60, tmp_path / "fuzz")
+    assert target.unclear == [] and target.noop > 0
+    assert target.cases == target.accepted + target.refused + target.noop == 60

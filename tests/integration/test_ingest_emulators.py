@@ -229,3 +229,30 @@ def test_reconcile_and_report_show_a_gap_through_the_command_line(monkeypatch: p
     assert "  gap open: 1" in out
     lines = (acts_home / "data" / "reports" / "evidence.jsonl").read_text().splitlines()
     assert len(lines) == 1 and '"kind":"gap"' in lines[0]
+
+
+def test_an_interrupted_ingest_continued_later_writes_the_uninterrupted_month_files_byte_for_byte(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    bars = seeded_bars(SYMBOLS, 300)
+    early, late = bars.filter(pl.col("ts") < START_MS + 150 * BAR_MS), bars.filter(pl.col("ts") >= START_MS + 150 * BAR_MS)
+    with CoinApiEmulator(early, api_key=CANARY, universe=universe()) as emulator:
+        use_coinapi(monkeypatch, emulator.base_url)
+        for home in ("stopped", "whole"):
+            monkeypatch.setenv("ACTS_HOME", str(tmp_path / home))
+            assert run_cli("data", "backfill", "--symbols", "BTC,ETH", "--page-limit", "40")[0] == 0
+        emulator.append_bars(late)
+        ingest = ("data", "ingest", "--symbols", "BTC,ETH", "--page-limit", "40", "--lookback-bars", "12")
+        monkeypatch.setenv("ACTS_HOME", str(tmp_path / "whole"))
+        assert run_cli(*ingest)[0] == 0
+        monkeypatch.setenv("ACTS_HOME", str(tmp_path / "stopped"))
+        assert run_cli(*ingest, "--max-pages", "2")[0] == 0  # stopped half way, as a killed run is
+        state = IngestState(tmp_path / "stopped" / "data" / "ingest.sqlite")
+        # The next page of the stopped run: 12 bars of lookback before bar 150, then two pages of 40.
+        assert state.resume_point("coinapi", "BTC", "5m") == START_MS + (150 - 12 + 80) * BAR_MS
+        assert run_cli(*ingest)[0] == 0  # continued: the same requests as the uninterrupted run
+        assert state.resume_point("coinapi", "BTC", "5m") is None  # finished: the next run starts afresh
+        state.close()
+
+    assert lake_rows(tmp_path / "stopped", "coinapi", SYMBOLS).equals(lake_rows(tmp_path / "whole", "coinapi", SYMBOLS))
+    assert lake_snapshot(tmp_path / "stopped") == lake_snapshot(tmp_path / "whole")  # batch ids included

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from decimal import Decimal
 import io
 import json
 import shutil
@@ -61,7 +62,7 @@ def test_acts_run_paper_uses_the_promoted_model_without_the_run_bundle_flag(
     registry = ModelRegistry(acts_home / "registry" / "models")
     bundle = load_bundle(run_dir / "model")
     registry.register(bundle, {}, 1, "test")
-    registry.transition(bundle.version, StatusTrigger.PROMOTE, "test", 2)
+    registry.transition(bundle.version, StatusTrigger.PROMOTE, "test", 2, author="test")
 
     code, out, _ = acts(*paper_args(run_dir, "--state", str(tmp_path / "state")))
 
@@ -164,3 +165,16 @@ def test_acts_control_kill_between_two_paper_sessions_cancels_and_blocks_entries
         actions = [r[0] for r in conn.execute("SELECT action FROM paper_actions ORDER BY seq")]
         refused = conn.execute("SELECT count(*) FROM paper_decisions WHERE row LIKE '%KILL_SWITCH_ACTIVE%'").fetchone()[0]
     assert actions == ["profile", "kill_switch", "cancel"] and refused > 0
+
+
+def test_a_state_folder_whose_journal_holds_an_order_the_checkpoint_does_not_is_refused(
+    recorded: tuple[Path, dict[str, object]], tmp_path: Path
+) -> None:
+    feed = load_recorded(recorded[0], ModelRegistry(tmp_path / "r"), allow_run_bundle=True)
+    runtime = PaperRuntime(feed, tmp_path / "state")
+    runtime.run(max_events=5)
+    runtime.journal.record_new("forged-1", "BTC", "buy", Decimal("1"), 0, "DECISION")  # open in the journal only
+    runtime.close()
+
+    with pytest.raises(PaperRuntimeError, match=r"does not reconcile: journal open orders \['forged-1'\], checkpoint open orders \[\]"):
+        PaperRuntime(feed, tmp_path / "state")

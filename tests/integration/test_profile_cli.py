@@ -168,7 +168,7 @@ def test_set_takes_author_profile_and_parent_from_options(history: Path) -> None
         (["=0.2"], "expected KEY=VALUE, was '=0.2'"),
         (["position_size_pct=0.2", "position_size_pct=0.3"], "'position_size_pct' is set twice"),
         (["position_size_pct=[0.2"], "'position_size_pct' value is not valid YAML, was '[0.2'"),
-        (["max_concurrent_positions=6"], "profile 'balanced': the changes leave v3 as it is; nothing written"),
+        (["max_concurrent_positions=6"], "profile 'balanced': v3 already holds max_concurrent_positions=6; no change to make, nothing written"),
     ],
 )
 def test_set_refuses_bad_values_exits_2_and_writes_nothing(history: Path, assignments: list[str], message: str) -> None:
@@ -270,7 +270,7 @@ def test_activate_another_profile_and_refusals(history: Path) -> None:
     before = snapshot(history)
 
     assert acts("profile", "activate", "1", "--profile", "conservative", "--reason", "again", "--author", "dana") == (
-        2, "", "acts: error: profile 'conservative' v1 is already active; nothing written\n"
+        2, "", "acts: error: profile 'conservative': v1 is already active; no change to make, nothing written\n"
     )
     assert acts("profile", "activate", "7", "--reason", "x", "--author", "dana")[0] == 2
     assert snapshot(history) == before

@@ -153,7 +153,7 @@ def test_a_promoted_model_needing_features_the_run_lacks_is_refused(pipeline: Pi
     registry = ModelRegistry.of_home(own)
     bundle = ModelRegistry.of_home(home).bundle(record["version"])
     registry.register(bundle, dict(record), 1, "copied")
-    promote(registry, bundle.version, pipeline.spec.training.promotion, 2, "test")
+    promote(registry, bundle.version, pipeline.spec.training.promotion, 2, "test", author="test")
     fewer = FeatureSetSpec(name="few", features=pipeline.spec.features.features[:3])
     narrow = compile_pipeline(small_spec(FAST, "model.source=promoted").model_copy(update={"features": fewer}))
 
@@ -164,7 +164,7 @@ def test_a_promoted_model_needing_features_the_run_lacks_is_refused(pipeline: Pi
 def test_a_candidate_with_another_feature_set_is_compared_with_the_incumbent_on_shared_rows(pipeline: Pipeline, tmp_path: Path) -> None:
     home = Home(tmp_path)
     incumbent = train_candidate(pipeline, home, FixedClock(1), _quiet)
-    promote(ModelRegistry.of_home(home), incumbent["version"], pipeline.spec.training.promotion, 2, "first")
+    promote(ModelRegistry.of_home(home), incumbent["version"], pipeline.spec.training.promotion, 2, "first", author="test")
     fewer = FeatureSetSpec(name="few", features=pipeline.spec.features.features[:4])
     narrow = compile_pipeline(pipeline.spec.model_copy(update={"features": fewer}))
 
@@ -185,7 +185,13 @@ def _run(argv: list[str]) -> tuple[int, str, str]:
     return code, out.getvalue(), err.getvalue()
 
 
-def test_the_cli_trains_refuses_promotes_and_backtests_on_the_promoted_model(acts_home: Path) -> None:
+def registry_status(home: Path, version: str) -> str:
+    return ModelRegistry.of_home(Home(home)).load(version)["status"]
+
+
+def test_the_cli_trains_refuses_promotes_and_backtests_on_the_promoted_model(
+    acts_home: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     base = small_overrides(FAST)
 
     code, out, err = _run(["train", *base])
@@ -194,17 +200,23 @@ def test_the_cli_trains_refuses_promotes_and_backtests_on_the_promoted_model(act
     assert out.startswith(f"candidate {version} (candidate)\n") and "  fold 1: auc " in out
     assert "[acts] trained global in fold 0" in err and f"[acts] registered candidate {version}" in err
 
-    code, out, err = _run(["models", "promote", version, "training.promotion.min_auc=0.99"])
+    with pytest.raises(SystemExit) as stopped:  # argparse's refusal: no login-name default
+        _run(["models", "promote", version, *LENIENT])
+    assert stopped.value.code == 2 and "the following arguments are required: --author" in capsys.readouterr().err
+    code, out, err = _run(["models", "promote", version, *LENIENT, "--author", "dana\x1b[2J"])
+    assert code == 2 and "'author' must not contain" in err and registry_status(acts_home, version) == "candidate"
+
+    code, out, err = _run(["models", "promote", version, "training.promotion.min_auc=0.99", "--author", "dana"])
     assert code == 2 and out == ""
     assert f"model {version} was not promoted; failing gates:\n  - min_auc: figure " in err and ", bound 0.99" in err
 
-    code, out, _ = _run(["models", "promote", version, *LENIENT, "--reason", "first model"])
+    code, out, _ = _run(["models", "promote", version, *LENIENT, "--reason", "first model", "--author", "dana"])
     assert code == 0 and out.startswith(f"promoted {version}\n") and "  passed min_auc: figure " in out
 
     code, out, _ = _run(["models", "list"])
     assert code == 0 and out.startswith(f"{version}  promoted   trigger manual  mean_auc ")
     code, out, _ = _run(["models", "show", version])
-    assert json.loads(out)["history"][-1]["reason"] == "first model"
+    assert {k: json.loads(out)["history"][-1][k] for k in ("author", "reason")} == {"author": "dana", "reason": "first model"}
 
     code, out, err = _run(["backtest", *base, "model.source=promoted"])
     assert code == 0, err
@@ -214,7 +226,7 @@ def test_the_cli_trains_refuses_promotes_and_backtests_on_the_promoted_model(act
 
     code, out, err = _run(["train", *base, "seed=9"])
     challenger = out.split()[1]
-    code, out, err = _run(["models", "promote", challenger, *LENIENT, "training.promotion.min_auc_improvement=0.5"])
+    code, out, err = _run(["models", "promote", challenger, *LENIENT, "training.promotion.min_auc_improvement=0.5", "--author", "dana"])
     assert code == 2 and "  - min_auc_improvement: figure " in err and "bound 0.5 (on " in err
 
 

@@ -57,7 +57,7 @@ def _promoted_home(tmp_path: Path, clock: SimClock, pipeline: Pipeline | None = 
     home = Home(tmp_path / "home")
     pipeline = pipeline or _pipeline()
     record = train_candidate(pipeline, home, clock, _quiet)
-    promote(ModelRegistry.of_home(home), record["version"], pipeline.spec.training.promotion, clock.now_ms(), "first")
+    promote(ModelRegistry.of_home(home), record["version"], pipeline.spec.training.promotion, clock.now_ms(), "first", author="test")
     return home, record
 
 
@@ -75,7 +75,7 @@ def test_an_empty_registry_trains_at_once_and_promotes_through_the_gates(tmp_pat
     record = ModelRegistry.of_home(home).promoted()
     assert tick.trigger is RetrainTrigger.INITIAL and tick.outcome == f"promoted {tick.version}"
     assert record is not None and record["version"] == tick.version and record["trigger"] == "initial"
-    assert record["history"][-1] == {"status": "promoted", "at_ms": 10 * HOUR, "reason": "initial retrain"}
+    assert record["history"][-1] == {"status": "promoted", "at_ms": 10 * HOUR, "author": "acts", "reason": "initial retrain"}
     assert clock.slept == []
     assert _log(home)[0]["trigger"] == "initial"
 

@@ -76,7 +76,7 @@ def test_makefile_targets_parse_in_dry_run(target: str) -> None:
     assert result.returncode == 0, result.stderr
 
 
-NOT_RUN_GROUPS = {"bundles"}
+NOT_RUN_GROUPS = {"bundles", "kraken"}
 
 
 def test_bundle_build_and_channel_configs_validate() -> None:
@@ -92,9 +92,18 @@ def test_bundle_build_and_channel_configs_validate() -> None:
     assert load_channel().path == "bundles"
 
 
+def test_kraken_settings_validate() -> None:
+    from backend.kraken.settings import DEFAULT_FILE, KrakenSettings, load_settings
+
+    assert sorted(p.name for p in (CONF_DIR / "kraken").glob("*.yaml")) == [DEFAULT_FILE.name]
+    settings = load_settings()
+    assert isinstance(settings, KrakenSettings) and settings.base_url == "https://api.kraken.com"
+    assert settings.rate_limit and settings.min_shadow_ms == settings.min_shadow_minutes * 60_000 > 0
+
+
 def config_options() -> list[str]:
     options = []
-    # conf/bundles holds bundle build and channel settings, not a RunSpec group (checked below).
+    # conf/bundles holds bundle build and channel settings, conf/kraken the exchange connection: not RunSpec groups.
     for group_dir in sorted(p for p in CONF_DIR.iterdir() if p.is_dir() and p.name not in NOT_RUN_GROUPS):
         for option in sorted(group_dir.glob("*.yaml")):
             options.append(f"{group_dir.name}={option.stem}")
@@ -110,3 +119,17 @@ def test_every_config_option_composes_and_validates(override: str) -> None:
         assert pipeline.spec.risk.name == option
     if group == "run":
         assert pipeline.spec.name == option
+
+
+def test_the_sweep_config_composes_and_validates() -> None:
+    import yaml
+
+    from backend.config.schema import SweepSpec
+    from backend.runs.variants import sweep_settings
+
+    settings = sweep_settings([])
+
+    assert isinstance(settings, SweepSpec)
+    raw = yaml.safe_load((REPO / "conf" / "sweep.yaml").read_text(encoding="utf-8"))
+    assert set(raw) == set(SweepSpec.model_fields)
+    assert set(raw["ray"]) <= set(type(settings.ray).model_fields)

@@ -20,7 +20,7 @@ def render() -> None:
     rows = models_overview(where)
     if not rows:
         st.info("No model in this home's registry yet: `acts train` trains and registers a candidate, "
-                "`acts models promote MODEL` makes it the live model for paper, shadow and live runs.")  # fmt: skip
+                "`acts models promote MODEL --author WHO` makes it the live model for paper, shadow and live runs.")  # fmt: skip
     else:
         live = [r.version for r in rows if r.live]
         st.markdown(f"**Live model:** {live[0] if live else 'none promoted'}")

@@ -51,7 +51,7 @@ def test_the_app_builds_its_menu_from_the_page_modules_and_opens_status(acts_hom
 def test_page_modules_are_discovered_in_menu_order() -> None:
     from backend.console.views import discover, page
 
-    assert [m.SLUG for m in discover()] == ["status", "decisions", "holdings", "profiles", "audit", "models"]
+    assert [m.SLUG for m in discover()] == ["status", "decisions", "holdings", "profiles", "audit", "models", "kraken"]
     with pytest.raises(KeyError, match="no console page 'nope'"):
         page("nope")
 

@@ -11,6 +11,7 @@ import polars as pl
 import pyarrow.parquet as pq
 import pytest
 
+from backend.data import lake
 from backend.data.lake import (
     OHLCV_SCHEMA,
     TIMEFRAME_MS,
@@ -147,6 +148,28 @@ def test_existing_bars_win_and_only_changed_months_are_rewritten(tmp_path: Path)
     assert result["open"].to_list() == [100.0, 101.0, 100.0, 101.0, 504.0, 505.0]
     assert result["ts"].is_sorted()
 
+
+
+def test_the_same_bars_make_the_same_file_bytes_however_they_were_merged(tmp_path: Path) -> None:
+    whole = bars("BTC", "2024-01-01T00:00", 600)
+    in_pieces = whole.head(300), whole.tail(300)
+    write_ohlcv(tmp_path / "whole", whole, "1h")
+    for piece in in_pieces:
+        write_ohlcv(tmp_path / "pieces", piece, "1h")
+    write_ohlcv(tmp_path / "revised", in_pieces[0], "1h")
+    write_ohlcv(tmp_path / "revised", whole, "1h", supersede=True)
+    # The file writer itself, given a frame of many memory chunks (polars lays row groups out along them).
+    chunked = pl.concat([whole.slice(i, 50) for i in range(0, 600, 50)], rechunk=False)
+    assert chunked.n_chunks() == 12
+    lake._write_atomic(chunked, tmp_path / "chunked.parquet")
+    lake._write_atomic(whole, tmp_path / "single.parquet")
+
+    month = "ohlcv/source=simulated/timeframe=1h/symbol=BTC/2024-01.parquet"
+    digests = {hashlib.sha256((tmp_path / name / month).read_bytes()).hexdigest() for name in ("whole", "pieces", "revised")}
+    assert len(digests) == 1
+    assert (tmp_path / "chunked.parquet").read_bytes() == (tmp_path / "single.parquet").read_bytes()
+    layout = pq.ParquetFile(tmp_path / "single.parquet").metadata
+    assert layout.num_row_groups == 1 and layout.row_group(0).num_rows == 600 <= lake.ROW_GROUP_ROWS
 
 def test_write_leaves_no_temporary_file(tmp_path: Path) -> None:
     write_ohlcv(tmp_path, bars("BTC", "2024-01-01T00:00", 800), "1h")

@@ -33,6 +33,19 @@ def test_a_cursor_is_absent_until_set_then_updated_in_place(state: IngestState) 
     ]  # fmt: skip
 
 
+
+def test_a_resume_point_is_kept_per_series_until_its_run_finishes(state: IngestState) -> None:
+    assert state.resume_point("coinapi", "BTC", "5m") is None
+
+    state.set_resume_point("coinapi", "BTC", "5m", 600_000, 1)
+    state.set_resume_point("coinapi", "BTC", "5m", 900_000, 2)
+    state.set_resume_point("coinapi", "ETH", "5m", 300_000, 3)
+    assert state.resume_point("coinapi", "BTC", "5m") == 900_000
+
+    state.set_resume_point("coinapi", "BTC", "5m", None, 4)
+    assert state.resume_point("coinapi", "BTC", "5m") is None
+    assert state.resume_point("coinapi", "ETH", "5m") == 300_000
+
 def test_the_same_finding_is_stored_once(state: IngestState) -> None:
     assert state.add_evidence(gap(0, 600_000), 10) is True
     assert state.add_evidence(gap(0, 600_000), 20) is False

@@ -109,15 +109,15 @@ def registry(tmp_path: Path) -> ModelRegistry:
 def test_promotion_retires_the_incumbent_and_records_both_changes(registry: ModelRegistry) -> None:
     old, new = _bundle("old"), _bundle("new")
     registry.register(old, record([fold(0.6)]), 1000, "trained")
-    promote(registry, old.version, BOUNDS, 1500, "first")
+    promote(registry, old.version, BOUNDS, 1500, "first", author="ops")
     registry.register(new, record([fold(0.62)], comparison(old.version, 0.62, 0.6, 1.0, 1.0)), 2000, "trained")
 
-    results = promote(registry, new.version, BOUNDS, 3000, "operator")
+    results = promote(registry, new.version, BOUNDS, 3000, "operator", author="ops")
 
     assert all(r.passed for r in results)
     assert registry.promoted()["version"] == new.version  # type: ignore[index]
-    assert registry.load(old.version)["history"][-1] == {"status": "retired", "at_ms": 3000, "reason": f"replaced by {new.version}"}
-    assert registry.load(new.version)["history"][-1] == {"status": "promoted", "at_ms": 3000, "reason": "operator"}
+    assert registry.load(old.version)["history"][-1] == {"status": "retired", "at_ms": 3000, "author": "ops", "reason": f"replaced by {new.version}"}
+    assert registry.load(new.version)["history"][-1] == {"status": "promoted", "at_ms": 3000, "author": "ops", "reason": "operator"}
 
 
 def test_a_refusal_lists_each_failing_gate_and_changes_nothing(registry: ModelRegistry) -> None:
@@ -126,7 +126,7 @@ def test_a_refusal_lists_each_failing_gate_and_changes_nothing(registry: ModelRe
     before = registry.load(bad.version)
 
     with pytest.raises(PromotionRefused) as refused:
-        promote(registry, bad.version, BOUNDS, 2000, "operator")
+        promote(registry, bad.version, BOUNDS, 2000, "operator", author="ops")
 
     message = str(refused.value)
     assert f"model {bad.version} was not promoted; failing gates:" in message
@@ -140,9 +140,31 @@ def test_a_refusal_lists_each_failing_gate_and_changes_nothing(registry: ModelRe
 def test_only_a_candidate_can_be_promoted(registry: ModelRegistry) -> None:
     bundle = _bundle("x")
     registry.register(bundle, record([fold(0.6)]), 1000, "trained")
-    registry.transition(bundle.version, StatusTrigger.RETIRE, "withdrawn", 1500)
+    registry.transition(bundle.version, StatusTrigger.RETIRE, "withdrawn", 1500, author="ops")
 
     with pytest.raises(PromotionRefused, match="is retired; only a candidate can be promoted"):
-        promote(registry, bundle.version, BOUNDS, 2000, "operator")
+        promote(registry, bundle.version, BOUNDS, 2000, "operator", author="ops")
     with pytest.raises(RegistryError):
-        promote(registry, "m@0000000000000000", BOUNDS, 2000, "operator")
+        promote(registry, "m@0000000000000000", BOUNDS, 2000, "operator", author="ops")
+
+
+@pytest.mark.parametrize(
+    ("author", "reason", "message"),
+    [
+        ("", "operator", "'author' must"),
+        ("ops\nforged", "operator", "'author' must not contain"),
+        ("ops", "line\x1b[2J", "'reason' must not contain"),
+        ("ops", "", "'reason' must"),
+    ],
+)
+def test_a_promotion_needs_a_plain_author_and_reason_and_refusing_writes_nothing(
+    registry: ModelRegistry, author: str, reason: str, message: str
+) -> None:
+    bundle = _bundle("x")
+    registry.register(bundle, record([fold(0.6)]), 1000, "trained")
+    before = registry.load(bundle.version)
+
+    with pytest.raises(RegistryError, match=message):
+        promote(registry, bundle.version, BOUNDS, 2000, reason, author=author)
+
+    assert registry.load(bundle.version) == before

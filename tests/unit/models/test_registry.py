@@ -79,10 +79,10 @@ def test_a_transition_updates_status_and_appends_to_the_history(registry: ModelR
     bundle = tiny_bundle()
     registry.register(bundle, {}, 1000, "trained")
 
-    promoted = registry.transition(bundle.version, StatusTrigger.PROMOTE, "gates passed", 2000)
+    promoted = registry.transition(bundle.version, StatusTrigger.PROMOTE, "gates passed", 2000, author="ops")
 
     assert promoted["status"] == "promoted"
-    assert promoted["history"][-1] == {"status": "promoted", "at_ms": 2000, "reason": "gates passed"}
+    assert promoted["history"][-1] == {"status": "promoted", "at_ms": 2000, "author": "ops", "reason": "gates passed"}
     assert registry.promoted() == promoted
     assert registry.promoted_bundle() == bundle
     on_disk = json.loads((registry.path(bundle.version) / "record.json").read_text(encoding="utf-8"))
@@ -92,11 +92,11 @@ def test_a_transition_updates_status_and_appends_to_the_history(registry: ModelR
 def test_a_refused_transition_writes_nothing(registry: ModelRegistry) -> None:
     bundle = tiny_bundle()
     registry.register(bundle, {}, 1000, "trained")
-    registry.transition(bundle.version, StatusTrigger.RETIRE, "superseded", 2000)
+    registry.transition(bundle.version, StatusTrigger.RETIRE, "superseded", 2000, author="ops")
     before = registry.load(bundle.version)
 
     with pytest.raises(RegistryError, match="a retired model cannot be promoted"):
-        registry.transition(bundle.version, StatusTrigger.PROMOTE, "again", 3000)
+        registry.transition(bundle.version, StatusTrigger.PROMOTE, "again", 3000, author="ops")
 
     assert registry.load(bundle.version) == before
 

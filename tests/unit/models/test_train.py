@@ -283,3 +283,25 @@ def test_an_injected_failure_fails_training_after_its_retries_naming_the_scope_a
 
     assert (caught.value.scope, caught.value.fold) == (scope, fold)
     assert f"retrying {scope} in fold {fold} (attempt 2)" in progress
+
+
+def test_compiled_fold_forests_are_reused_by_bundle_version_and_bounded(
+    spec: RunSpec, bundle: ModelBundle, dataset: pl.DataFrame, predictions: pl.DataFrame, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from dataclasses import replace
+
+    from backend.models import train
+
+    monkeypatch.setattr(train, "_FORESTS", train.OrderedDict())
+    first = predict_bundle(bundle, dataset, spec.universe.clusters, 1)
+    cached = dict(train._FORESTS)
+    assert len(cached) == len(bundle.folds) and all(key[0] == bundle.version for key in cached)
+    # A copy of the bundle (same version, as a reloaded one) reuses the compiled forests: no new entry, same scores.
+    again = predict_bundle(replace(bundle, lineage=dict(bundle.lineage)), dataset, spec.universe.clusters, 1)
+    assert again.equals(first) and first.equals(predictions)
+    assert {k: id(v) for k, v in train._FORESTS.items()} == {k: id(v) for k, v in cached.items()}
+    # Other target sets are other entries; the oldest leaves once the bound is passed.
+    monkeypatch.setattr(train, "FOREST_CACHE_ENTRIES", len(bundle.folds))
+    only = predict_bundle(bundle, dataset, spec.universe.clusters, 1, targets=("p_up",))
+    assert len(train._FORESTS) == len(bundle.folds) and all(key[2] == ("p_up",) for key in train._FORESTS)
+    assert only["p_up"].equals(first["p_up"])

@@ -15,6 +15,7 @@ from backend.config.diff import ConfigChange
 from backend.config.schema import RiskProfileSpec
 from backend.profiles.core import GENESIS, activation_chain_hash, commit_chain_hash
 from backend.profiles.errors import (
+    NoChangeError,
     ProfileError,
     ProfileIntegrityError,
     ProfileValueError,
@@ -175,8 +176,9 @@ def test_set_refuses_bad_changes_and_writes_nothing(
 def test_set_refuses_a_change_that_leaves_the_content_as_it_is(store: ProfileStore, db_path: Path) -> None:
     before = snapshot(db_path)
 
-    with pytest.raises(ProfileError, match=r"^profile 'balanced': the changes leave v1 as it is; nothing written$"):
-        store.set("balanced", {"position_size_pct": 0.1}, "alice", "same", 1)
+    with pytest.raises(NoChangeError, match=r"^profile 'balanced': v1 already holds max_total_exposure.value=0.8, "
+                       r"position_size_pct=0.1; no change to make, nothing written$"):
+        store.set("balanced", {"position_size_pct": "0.1", "max_total_exposure.value": 0.8}, "alice", "same", 1)
 
     assert snapshot(db_path) == before
 
@@ -246,7 +248,7 @@ def test_activating_an_older_version_rolls_back_to_it(store: ProfileStore) -> No
 def test_activating_the_active_version_is_refused_and_writes_nothing(store: ProfileStore, db_path: Path) -> None:
     before = snapshot(db_path)
 
-    with pytest.raises(ProfileError, match=r"^profile 'balanced' v1 is already active; nothing written$"):
+    with pytest.raises(NoChangeError, match=r"^profile 'balanced': v1 is already active; no change to make, nothing written$"):
         store.activate("balanced", 1, "bob", "again")
     with pytest.raises(ProfileValueError, match="^'reason' must be"):
         store.activate("aggressive", 1, "bob", "")

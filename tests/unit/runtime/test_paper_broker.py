@@ -133,3 +133,34 @@ def test_the_crash_seam_signals_only_at_its_event_and_point() -> None:
 def test_a_malformed_crash_seam_is_refused_naming_the_variable(text: str) -> None:
     with pytest.raises(PaperRuntimeError, match=f"{CRASH_ENV} must be EVENT:POINT"):
         crash_hook({CRASH_ENV: text})
+
+
+def test_the_shadow_broker_journals_without_sending_and_never_twice(journal: EventJournal) -> None:
+    from backend.runtime.live import ShadowBroker
+
+    broker = ShadowBroker(10.0, SlippageModel(0.0, 0.0, 0.0), journal, SimulatedClock(1_000), lambda index, point: None)
+    order = MarketOrder("s-1", "BTC", "buy", Decimal("0.5"))
+    broker.submit(order)
+    assert journal.status("s-1") is OrderStatus.ACKNOWLEDGED and broker.pending == [order]
+    with pytest.raises(PaperRuntimeError, match="order s-1 is already in the journal; refusing to journal it twice"):
+        broker.submit(order)
+    assert broker.pending == [order]
+
+
+def test_divergence_names_the_decisions_only_one_log_made_and_the_earliest() -> None:
+    import polars as pl
+
+    from backend.runtime.live import DECISION_KEY, divergence
+
+    def log(*rows: tuple[int, str]) -> pl.DataFrame:
+        return pl.DataFrame([{**{k: "x" for k in DECISION_KEY}, "admitted": True, "ts": ts, "symbol": symbol} for ts, symbol in rows])
+
+    same = divergence(log((1, "BTC")), log((1, "BTC")))
+    assert (same["only_shadow"], same["only_paper"], same["first_divergence_ts"]) == (0, 0, None)
+    earlier_in_shadow = divergence(log((1, "BTC"), (5, "ETH")), log((1, "BTC"), (9, "SOL")))
+    assert (earlier_in_shadow["only_shadow"], earlier_in_shadow["only_paper"], earlier_in_shadow["first_divergence_ts"]) == (1, 1, 5)
+    earlier_in_paper = divergence(log((9, "ETH")), log((3, "SOL")))
+    assert earlier_in_paper["first_divergence_ts"] == 3
+    empty = divergence(pl.DataFrame(), log((2, "BTC")))  # a shadow session that decided nothing
+    assert (empty["shadow_decisions"], empty["paper_decisions"], empty["only_paper"], empty["first_divergence_ts"]) == (0, 1, 1, 2)
+    assert divergence(log((4, "ETH")), pl.DataFrame())["first_divergence_ts"] == 4

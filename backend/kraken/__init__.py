@@ -1,0 +1,1 @@
+"""Kraken through ccxt: the one client factory, error classes, and the API-key permission policy."""

@@ -1,0 +1,1 @@
+"""Secrets: the OS credential store (keyring) and redaction of secrets from logs and error output."""
