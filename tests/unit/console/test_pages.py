@@ -213,7 +213,7 @@ def test_profiles_page_activates_a_version_and_refuses_the_active_one(acts_home:
     at.text_input(key="activate:balanced:author").input("gina")
     at.text_input(key="activate:balanced:reason").input("again")
     _button(at, "Activate").click().run()
-    assert "Refused: profile 'balanced' v1 is already active" in _texts(at)
+    assert "Refused: profile 'balanced': v1 is already active; no change to make, nothing written" in _texts(at)
     at.selectbox(key="profiles_name").select("conservative").run()
     at.text_input(key="activate:conservative:author").input("gina")
     at.text_input(key="activate:conservative:reason").input("safer")
