@@ -23,7 +23,7 @@ from backend.control.store import ControlStore
 from backend.runtime.paper import PaperRuntime, load_recorded
 
 RUN_ID = "20250110T000000_000000"
-PARTIAL_EVENTS = 1935
+PARTIAL_EVENTS = 2400
 _BUILT: dict[Path, Path] = {}
 
 
@@ -49,8 +49,9 @@ def demo_home(root: Path) -> Path:
     record = train_candidate(pipeline, Home(home), _Clock(), _quiet)
     bounds = compose_spec(list(LENIENT_PROMOTION)).training.promotion
     promote(ModelRegistry.of_home(Home(home)), record["version"], bounds, _Clock().now_ms(), "console test fixture", author="test")
-    # Paper sessions on the recorded run: opened but not started, stopped holding DOGE (the run's
-    # first entry is at event 1933), and run to the end (written last, so the newest).
+    # Paper sessions on the recorded run: opened but not started, stopped holding DOGE alone (SMALL's planted
+    # signal: BTC and ETH enter at event 2160, DOGE at 2311, BTC and ETH are out by 2325, SOL enters at 2502),
+    # and run to the end (written last, so the newest).
     feed = load_recorded(home / "runs" / RUN_ID, ModelRegistry.of_home(Home(home)), allow_run_bundle=True)
     with ControlStore(home / "acts.db") as control:
         for name, events in (("fresh", 0), ("holding", PARTIAL_EVENTS), ("default", None)):

@@ -18,6 +18,7 @@ LENIENT_PROMOTION = (
 # Four symbols over ten days of 5-minute bars, two folds, small boosters: a whole backtest in seconds.
 SMALL = (
     "data.days=10",
+    "data.signal_bps=8",  # a planted, learnable edge (ADR-030): the strategy trades, so the order paths run
     "data.symbols=[BTC,ETH,SOL,DOGE]",
     "training.walk_forward.n_folds=2",
     "training.walk_forward.min_train_bars=1440",
@@ -34,8 +35,13 @@ SMALL = (
 
 
 def small_overrides(*extra: str) -> list[str]:
-    """Return the SMALL overrides followed by ``extra`` (later overrides win)."""
-    return [*SMALL, *extra]
+    """Return the SMALL overrides followed by ``extra`` (later overrides win).
+
+    When ``extra`` selects another data group (``data=lake``, ...), the simulator's planted signal is left out:
+    only simulated data has one.
+    """
+    other_data = any(o.startswith("data=") for o in extra)
+    return [*(o for o in SMALL if not (other_data and o.startswith("data.signal_bps="))), *extra]
 
 
 def small_spec(*extra: str) -> RunSpec:

@@ -115,6 +115,9 @@ class SimulatedDataSpec(_DataBase):
     """Bars from the seeded market simulator, written to the lake before the run reads them."""
 
     kind: Literal["simulated"]
+    # A planted, learnable signal (ADR-030): each symbol drifts by +-signal_bps a bar, the sign redrawn every
+    # day; 0 (the default) simulates a market without a tradable edge.
+    signal_bps: Annotated[float, Field(ge=0.0, le=100.0)] = 0.0
 
 
 class SharedDataSpec(_DataBase):
@@ -384,6 +387,12 @@ class RiskProfileSpec(Spec):
     severe_loss_pct: Annotated[float, Field(gt=0.0, lt=1.0)]
     recovery_exit_max_p: Annotated[float, Field(ge=0.0, le=1.0)]
     recovery_reduce_max_p: Annotated[float, Field(ge=0.0, le=1.0)]
+    # Cost-aware admission (ADR-027): an entry or re-entry needs the model's gross expected edge over the
+    # label horizon to exceed the order's full round-trip cost plus entry_edge_margin; a partial exit (and
+    # an exit inside the minimum expected holding, ADR-028) needs the expected loss it avoids to exceed its
+    # cost plus exit_edge_margin. Margins are fractions of the notional; >= 0, so nothing trades below cost.
+    entry_edge_margin: Annotated[float, Field(ge=0.0, le=0.5)]
+    exit_edge_margin: Annotated[float, Field(ge=0.0, le=0.5)]
 
     @model_validator(mode="after")
     def _coherent(self) -> RiskProfileSpec:

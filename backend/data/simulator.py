@@ -113,6 +113,7 @@ def simulate_ohlcv(
     n_bars: int,
     seed: int,
     batch_id: str = "simulated",
+    signal_bps: float = 0.0,
 ) -> pl.DataFrame:
     """Simulate bars for several symbols.
 
@@ -132,6 +133,10 @@ def simulate_ohlcv(
         Seed of ``numpy.random.default_rng``.
     batch_id : str
         Value of the ``batch_id`` column.
+    signal_bps : float
+        A planted signal: each symbol's log return gains a drift of ``+-signal_bps`` bps a bar whose sign is
+        redrawn every day (from its own random stream, so 0 leaves every other draw unchanged). A model can
+        learn it from past returns; it is a known edge for tests and demos of the strategy's economics.
 
     Returns
     -------
@@ -178,6 +183,11 @@ def simulate_ohlcv(
     sigma = np.array([_annual_vol(s) for s in names]) * np.sqrt(dt)
     bar_sd = sigma * regime_vol * np.sqrt(_garch_variance(shocks, bar_ms))
     log_ret = drift * dt + bar_sd * shocks
+    if signal_bps > 0.0:
+        (signal_rng,) = np.random.default_rng(seed).spawn(6)[5:]
+        per_day = max(_DAY_MS // bar_ms, 1)
+        signs = signal_rng.choice([-1.0, 1.0], size=(n_bars // per_day + 1, n_symbols))
+        log_ret = log_ret + np.repeat(signs, per_day, axis=0)[:n_bars] * signal_bps / 10_000.0
 
     base = np.array([_base_price(s) for s in names])
     close = base * np.exp(np.cumsum(log_ret, axis=0))

@@ -35,8 +35,8 @@ SESSION_MODES = ("paper", "shadow", "live")
 PAGE_SIZE_MAX = 500
 # The columns a decisions page shows, in order; the rest stay in the file.
 PAGE_COLUMNS = (
-    "seq", "ts", "symbol", "action", "reason", "p_up", "expected_return", "p_recovery", "admitted", "gate_reason",
-    "state_from", "state_to", "transition", "qty", "ref_price", "equity", "profile_version", "model_version",
+    "seq", "ts", "symbol", "action", "reason", "p_up", "expected_return", "p_recovery", "edge", "cost", "margin",
+    "cost_reason", "admitted", "gate_reason", "state_from", "state_to", "transition", "qty", "ref_price", "equity", "profile_version", "model_version",
     "profile_params", "gates", "inputs",
 )  # fmt: skip
 FACETS = ("symbol", "action", "reason")

@@ -33,6 +33,7 @@ from backend.config.canonical import canonical_json, sha256_hex
 from backend.config.compose import compose_spec
 from backend.config.schema import RunSpec, SweepSpec
 from backend.engine.core import Engine
+from backend.engine.economics import EdgeBasis
 from backend.engine.events import MarketMatrix
 from backend.engine.loop import run_spine
 from backend.engine.pipeline import Pipeline, compile_pipeline
@@ -41,7 +42,9 @@ from backend.home import Home
 from backend.models.bundle import ModelBundle
 from backend.models.parallel import ensure_ray, ray_temp_dir
 from backend.runs.backtest import prepare_run_dir, write_inputs, write_results
-from backend.runs.runner import Outcome, Progress, load_bars, market_matrix, model_training_json, round_trip_cost, train_bundle
+from backend.runs.runner import (
+    Outcome, Progress, edge_basis, load_bars, market_matrix, model_training_json, round_trip_cost, train_bundle,
+)  # fmt: skip
 from backend.runs.variants import (
     Variant,
     comparison_frame,
@@ -61,6 +64,7 @@ class VariantRun:
 
     engine: Engine
     equity: np.ndarray
+    exposure: np.ndarray
     states: np.ndarray
     decisions: pl.DataFrame
     decision_log_sha256: str
@@ -68,17 +72,19 @@ class VariantRun:
     timings: dict[str, float]
 
 
-def run_variant(spec: RunSpec, matrix: MarketMatrix, model_version: str) -> VariantRun:
+def run_variant(spec: RunSpec, matrix: MarketMatrix, model_version: str, edge: EdgeBasis) -> VariantRun:
     """Compile ``spec`` and run its engine over the shared ``matrix``: the task a worker runs for one variant."""
     wall = WallClock()
     pipeline = compile_pipeline(spec)
     started = wall.monotonic()
-    spine = run_spine(pipeline, matrix, model_version)
+    spine = run_spine(pipeline, matrix, edge, model_version)
     looped = wall.monotonic()
     decisions = spine.engine.log.frame()
     digest = decision_log_sha256(decisions)
     timings = {"event_loop": looped - started, "decision_log": wall.monotonic() - looped}
-    return VariantRun(spine.engine, spine.equity, spine.states, decisions, digest, sha256_hex(spine.states.tobytes()), timings)
+    return VariantRun(
+        spine.engine, spine.equity, spine.exposure, spine.states, decisions, digest, sha256_hex(spine.states.tobytes()), timings
+    )
 
 
 def variant_bundle(bundle: ModelBundle, pipeline: Pipeline) -> ModelBundle:
@@ -167,13 +173,17 @@ def run_sweep(tokens: Sequence[str], home: Home, wall: WallClock, progress: Prog
         prepared = wall.monotonic()
         bundles = {i: variant_bundle(bundle, pipelines[i]) for i in members}
         progress(f"sweep: {len(members)} variant(s) over one market matrix of {int(matrix.has_bar.sum())} bar events")
-        runs = _run_group([pipelines[i].spec for i in members], matrix, [bundles[i].version for i in members], settings, use_ray)
+        # The variants share the group's model, so they price with one edge basis (horizon and label cost, ADR-027).
+        edge = edge_basis(first.spec, bundle)
+        runs = _run_group([pipelines[i].spec for i in members], matrix, [bundles[i].version for i in members], edge, settings, use_ray)
         for i, run in zip(members, runs, strict=True):
             variant, pipeline = variants[i], pipelines[i]
             run_dir = prepare_run_dir(out / variant.folder)
             write_inputs(run_dir, pipeline, bars, snapshot)
             timings = {"features_and_predictions": prepared - trained, **run.timings}
-            outcome = Outcome(run.engine, matrix, run.equity, run.states, run.decisions, run.decision_log_sha256, run.state_trace_sha256, timings)
+            outcome = Outcome(
+                run.engine, matrix, run.equity, run.exposure, run.states, run.decisions, run.decision_log_sha256, run.state_trace_sha256, timings
+            )
             extra = {"train_seconds": round(trained - started, 3), "run_dir": str(run_dir), "sweep": str(out), "variant": variant.label}
             summary = write_results(run_dir, pipeline, bundles[i], outcome, wall.monotonic() - started, extra)
             notional = float(sum(f.qty * f.price for f in run.engine.portfolio.ledger))
@@ -184,12 +194,14 @@ def run_sweep(tokens: Sequence[str], home: Home, wall: WallClock, progress: Prog
     return SweepResult(settings, tuple(variants), table)
 
 
-def _run_group(specs: list[RunSpec], matrix: MarketMatrix, versions: list[str], settings: SweepSpec, use_ray: bool) -> list[VariantRun]:
+def _run_group(
+    specs: list[RunSpec], matrix: MarketMatrix, versions: list[str], edge: EdgeBasis, settings: SweepSpec, use_ray: bool
+) -> list[VariantRun]:
     """Run every variant of a group over ``matrix``: Ray tasks over one object-store copy, or calls in this process."""
     if not use_ray:
-        return [run_variant(spec, matrix, version) for spec, version in zip(specs, versions, strict=True)]
+        return [run_variant(spec, matrix, version, edge) for spec, version in zip(specs, versions, strict=True)]
     import ray
 
     shared = ray.put(matrix)  # once: every task of the group maps the same copy
     remote = ray.remote(run_variant).options(num_cpus=1, max_retries=settings.ray.max_retries)
-    return ray.get([remote.remote(spec, shared, version) for spec, version in zip(specs, versions, strict=True)])
+    return ray.get([remote.remote(spec, shared, version, edge) for spec, version in zip(specs, versions, strict=True)])

@@ -19,8 +19,10 @@ from typing import TextIO
 from scripts.argtypes import bounded_int
 
 # Four symbols over ten days of 5-minute bars, two folds, small boosters: a backtest in seconds.
+# The drills need orders in flight, so the simulator plants a learnable edge (ADR-030): without one the
+# cost-aware strategy rightly abstains and there would be nothing to kill mid-order.
 DRILL_RUN = (
-    "name=drill", "data.days=10", "data.symbols=[BTC,ETH,SOL,DOGE]", "training.walk_forward.n_folds=2",
+    "name=drill", "data.days=10", "data.signal_bps=8", "data.symbols=[BTC,ETH,SOL,DOGE]", "training.walk_forward.n_folds=2",
     "training.walk_forward.min_train_bars=1440", "training.walk_forward.purge_bars=48",
     "training.walk_forward.embargo_bars=6", "training.label.horizon_bars=48", "training.max_train_rows=20000",
     "training.num_threads=1", "model.specialist.n_estimators=15", "model.specialist.min_data_in_leaf=20",

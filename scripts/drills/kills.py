@@ -361,7 +361,9 @@ def paper_drill(
         event = rng.choice(events)
         state = root / f"paper-{trial}"
         shutil.copytree(root / f"after-{event - 1}", state)
-        crash = f"{event + rng.randint(0, 2)}:{rng.choice(CRASH_POINTS)}"
+        # Every third trial kills just before the event that fills the orders placed at ``event``: a cost-aware
+        # strategy trades sparsely, so a random kill point would rarely find orders in flight.
+        crash = f"{event + 1}:before_event" if trial % 3 == 0 else f"{event + rng.randint(0, 2)}:{rng.choice(CRASH_POINTS)}"
         child = ctx.Process(target=paper_child, args=(str(run_dir), str(state), crash, window))
         drill.killed += kill_when(child, lambda: False, 0.0, timeout=120.0)
         open_orders, positions = _at_kill(state / JOURNAL_FILE)

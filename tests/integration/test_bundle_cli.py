@@ -188,7 +188,9 @@ def test_build_from_a_promoted_model_and_the_refusals(tiny_bundle: Path, tmp_pat
 
 
 def test_build_refuses_shared_data_for_the_repository_and_bad_configs(acts_home: Path, tmp_path: Path) -> None:
-    code, _, err = acts("bundle", "build", str(tiny_config(tmp_path)), "run=real", "--work-home", str(tmp_path / "w"))
+    # The same build on the real history (the simulator's planted signal is a key only simulated data has).
+    on_real = [o for o in TINY_OVERRIDES if not o.startswith("data.signal_bps=")]
+    code, _, err = acts("bundle", "build", str(tiny_config(tmp_path, overrides=on_real)), "run=real", "--work-home", str(tmp_path / "w"))
     assert code == 2 and "a bundle trained on ../shared/data may not be committed to bundles/ (ADR-041" in err
     code, _, err = acts("bundle", "build", "no_such_config")
     assert code == 2 and "no bundle build config at" in err

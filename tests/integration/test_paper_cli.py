@@ -140,7 +140,7 @@ def test_a_state_folder_of_another_run_is_refused(recorded: tuple[Path, dict[str
 def test_a_state_folder_whose_ledger_does_not_reconcile_is_refused(recorded: tuple[Path, dict[str, object]], tmp_path: Path) -> None:
     feed = load_recorded(recorded[0], ModelRegistry(tmp_path / "r"), allow_run_bundle=True)
     runtime = PaperRuntime(feed, tmp_path / "state")
-    runtime.run(max_events=2000)
+    runtime.run(max_events=2400)  # past the first fills (the SMALL run first buys at event 2160)
     runtime.close()
     with sqlite3.connect(tmp_path / "state" / "journal.sqlite") as conn:
         conn.execute("DELETE FROM paper_fills WHERE seq = 0")
@@ -153,7 +153,7 @@ def test_acts_control_kill_between_two_paper_sessions_cancels_and_blocks_entries
     recorded: tuple[Path, dict[str, object]], tmp_path: Path
 ) -> None:
     state = tmp_path / "state"
-    acts(*paper_args(recorded[0], "--allow-run-bundle", "--state", str(state), "--max-events", "1934"))
+    acts(*paper_args(recorded[0], "--allow-run-bundle", "--state", str(state), "--max-events", "2161"))  # the buys of event 2160 are still open
     kill_code, _, _ = acts("control", "kill", "--reason", "test", "--author", "ops")
 
     code, out, _ = acts(*paper_args(recorded[0], "--allow-run-bundle", "--state", str(state)))

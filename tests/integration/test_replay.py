@@ -143,8 +143,14 @@ def test_replay_lists_the_config_changes_it_ran_under(run_dir: Path) -> None:
         ConfigChange("name", "default", "renamed"),
     )
     assert not report.identical
-    # Cheaper fills leave more cash: the first decision after the first fill sizes or values differently.
-    assert report.first_divergence is not None and report.first_divergence["seq"] > 0
+    # A cheaper spread makes every priced decision cheaper (ADR-027): the log diverges at the first priced row,
+    # the same decision with a lower recorded cost.
+    original = read_decisions(run_dir / "decisions.parquet").sort("seq")
+    first_priced = original.filter(pl.col("cost").is_not_null()).row(0, named=True)
+    div = report.first_divergence
+    assert div is not None and div["seq"] == first_priced["seq"]
+    assert div["original"]["cost"] == pytest.approx(first_priced["cost"])
+    assert div["replay"]["cost"] < div["original"]["cost"] and div["replay"]["symbol"] == first_priced["symbol"]
 
 
 def test_an_override_outside_the_schema_bounds_is_a_config_error(run_dir: Path) -> None:

@@ -119,7 +119,7 @@ def test_frame_sha256_changes_when_any_value_changes(frame: pl.DataFrame, change
 def test_a_simulated_run_writes_its_bars_to_the_lake_and_reads_them_back(pipeline: Pipeline, home: Home, loaded: tuple[pl.DataFrame, dict[str, str]]) -> None:
     spec = pipeline.spec
     bars, snapshot = loaded
-    expected = simulate_ohlcv(spec.symbols, spec.universe.clusters, "5m", spec.data.start_ms, 2880, spec.seed)
+    expected = simulate_ohlcv(spec.symbols, spec.universe.clusters, "5m", spec.data.start_ms, 2880, spec.seed, signal_bps=spec.data.signal_bps)
 
     assert bars.columns == list(BAR_COLUMNS)
     assert bars.equals(expected.select(BAR_COLUMNS))

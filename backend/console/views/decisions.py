@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import polars as pl
 import streamlit as st
@@ -15,6 +16,13 @@ TITLE = "Decisions"
 SLUG = "decisions"
 ORDER = 20
 PAGE_SIZES = (25, 50, 100, 200)
+
+
+def _pricing(row: dict[str, Any]) -> str:
+    if row["cost"] is None:
+        return "not priced (a way out, a recovery decision or no order)"
+    edge = "missing (no calibrated edge)" if row["edge"] is None else f"{row['edge']:.4%}"
+    return f"edge {edge} against cost {row['cost']:.4%} + margin {row['margin']:.4%}"
 
 
 def render() -> None:
@@ -46,6 +54,7 @@ def render() -> None:
     left, right = st.columns(2)
     left.markdown(f"**{row['symbol']} {row['action']}**: {row['state_from']} -> {row['state_to']} ({row['reason']}), "
                   f"gate outcome {row['gate_reason']}, profile {row['profile_version']}")  # fmt: skip
+    left.markdown(f"Pricing ({row['cost_reason']}): {_pricing(row)}")
     left.dataframe(pl.DataFrame(gate_outcomes(row["gates"])), hide_index=True)
     right.markdown("Guard inputs")
     right.json(json.loads(row["inputs"]) if row["inputs"] else {})

@@ -130,6 +130,8 @@ def test_balanced_profile_is_the_default_risk_profile(default_spec: RunSpec) -> 
         "severe_loss_pct": 0.08,
         "recovery_exit_max_p": 0.3,
         "recovery_reduce_max_p": 0.5,
+        "entry_edge_margin": 0.005,
+        "exit_edge_margin": 0.0025,
     }
 
 

@@ -9,6 +9,7 @@ import pytest
 from console_helpers import RUN_ID
 from streamlit.testing.v1 import AppTest
 
+from backend.audit.decisions import read_decisions
 from backend.control.store import ControlStore
 from backend.profiles.store import ProfileStore
 from backend.clock import WallClock
@@ -89,13 +90,24 @@ def test_status_kill_switch_needs_author_and_reason_and_is_logged_like_the_cli(a
 
 
 def test_decisions_page_filters_by_symbol_kind_and_reason_and_shows_details(filled_home: Path) -> None:
+    log = read_decisions(filled_home / "runs" / RUN_ID / "decisions.parquet")
     at = _run("decisions")
     at.selectbox(key="decisions_run").select(f"runs/{RUN_ID}").run()
-    assert "80 decisions match; page 1 of 2" in _texts(at)
+    assert f"{log.height} decisions match; page 1 of {-(-log.height // 50)}" in _texts(at)
+    # The first row is a hold of an entry whose edge was not calibrated yet (the first fold has no history).
+    first = log.sort("seq").row(0, named=True)
+    assert (first["reason"], first["edge"], first["cost"] > 0) == ("HOLD_EDGE_BELOW_COST", None, True)
+    assert "Pricing (EDGE_BELOW_COST): edge missing (no calibrated edge) against cost" in _texts(at)
     at.multiselect(key="decisions_kinds").select("enter").run()
     table = at.dataframe[0].value
     assert set(table["action"]) == {"enter"} and {"p_up", "expected_return", "p_recovery", "profile_version"} <= set(table.columns)
+    # Every admitted entry shows what it was expected to earn, what it cost and the margin it cleared.
+    assert set(table["cost_reason"]) == {"EDGE_CLEARS_COST"} and (table["edge"] > table["cost"] + table["margin"]).all()
     assert "gate outcome PASSED" in _texts(at)
+    entry = table.iloc[0]
+    assert f"edge {entry['edge']:.4%} against cost {entry['cost']:.4%} + margin {entry['margin']:.4%}" in _texts(at)
+    at.multiselect(key="decisions_kinds").unselect("enter").select("exit").run()
+    assert "Pricing (NOT_PRICED): not priced (a way out, a recovery decision or no order)" in _texts(at)
     gates = at.dataframe[1].value
     assert list(gates["gate"])[:2] == ["kill_switch", "profile_valid"]
     at.multiselect(key="decisions_reasons").select("HOLD_FLAT_NO_EDGE").run()
@@ -119,13 +131,19 @@ def test_holdings_page_shows_cash_equity_positions_and_marked_price_chart(filled
     metrics = {m.label: m.value for m in at.metric}
     assert metrics["Open positions"] == "1" and float(metrics["Cash (USD)"].replace(",", "")) > 0
     assert at.dataframe[0].value["symbol"].tolist() == ["DOGE"]
-    assert at.selectbox(key="holdings_symbol").value == "DOGE"
-    markers = at.dataframe[1].value
-    assert markers["kind"].tolist() == ["entry"]
+    # The chart opens on the first traded asset; BTC was bought and sold before the checkpoint, DOGE only bought.
+    assert at.selectbox(key="holdings_symbol").value == "BTC"
+    assert at.dataframe[1].value["kind"].tolist() == ["entry", "exit"]
+    at.selectbox(key="holdings_symbol").select("DOGE").run()
+    assert at.dataframe[1].value["kind"].tolist() == ["entry"]
     at.selectbox(key="holdings_run").select(f"runs/{RUN_ID}").run()
-    assert "No open positions." in [m.value for m in at.markdown]
-    assert set(at.dataframe[0].value["kind"]) >= {"entry", "exit"}
+    metrics = {m.label: m.value for m in at.metric}
+    held = at.dataframe[0].value["symbol"].tolist()
+    assert metrics["Open positions"] == str(len(held)) and "DOGE" in held  # the run ends invested
+    at.selectbox(key="holdings_symbol").select("BTC").run()
+    assert at.dataframe[1].value["kind"].tolist() == ["entry", "exit", "entry"]
     at.selectbox(key="holdings_run").select("paper/fresh").run()
+    assert "No open positions." in [m.value for m in at.markdown]
     assert "No prices for this run." in [m.value for m in at.markdown]
 
 

@@ -172,3 +172,15 @@ def test_invalid_arguments_raise(kwargs: dict[str, object], message: str) -> Non
 
     with pytest.raises(DataError, match=message):
         simulate_ohlcv(**arguments)  # type: ignore[arg-type]
+
+
+def test_a_planted_signal_adds_a_daily_drift_of_known_size_and_leaves_everything_else_alone() -> None:
+    plain = simulate_ohlcv(["BTC", "ETH"], CLUSTERS, "1h", START, 24 * 20, 5)
+    planted = simulate_ohlcv(["BTC", "ETH"], CLUSTERS, "1h", START, 24 * 20, 5, signal_bps=30.0)
+    assert simulate_ohlcv(["BTC", "ETH"], CLUSTERS, "1h", START, 24 * 20, 5, signal_bps=0.0).equals(plain)
+    added = np.diff(np.log(wide(planted, "close")), axis=0) - np.diff(np.log(wide(plain, "close")), axis=0)
+    # +-30 bps every bar, one sign per symbol and day (bars 1..23 of day 0, then whole days).
+    np.testing.assert_allclose(np.abs(added), 0.003, rtol=1e-6)
+    days = np.sign(added[23:].reshape(19, 24, 2))
+    assert (days == days[:, :1, :]).all() and len(np.unique(days[:, 0, 0])) == 2
+    np.testing.assert_array_equal(wide(planted, "volume") > 0, True)

@@ -15,7 +15,7 @@ FIELDS = {
     "min_order_usd", "max_drawdown_pct", "drawdown_resume_pct", "drawdown_reanchor_hours", "max_total_drawdown_pct", "entry_min_p_up",
     "entry_min_expected_return", "exit_max_p_up", "exit_max_expected_return", "scale_out_max_p_up", "scale_out_fraction",
     "take_profit_pct", "reentry_min_p_up", "reentry_min_expected_return", "severe_loss_pct", "recovery_exit_max_p",
-    "recovery_reduce_max_p",
+    "recovery_reduce_max_p", "entry_edge_margin", "exit_edge_margin",
 }  # fmt: skip
 
 

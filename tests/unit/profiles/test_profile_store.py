@@ -348,14 +348,14 @@ def test_verify_chain_of_an_untouched_history_is_ok(history: ProfileStore) -> No
             ["profile 'balanced' v2: content does not match its content hash"],
         ),
         (
-            "UPDATE profile_commits SET content_hash = 'f' || substr(content_hash, 2) WHERE name = 'balanced' AND version = 2",
+            "UPDATE profile_commits SET content_hash = (CASE WHEN content_hash LIKE 'f%' THEN 'e' ELSE 'f' END) || substr(content_hash, 2) WHERE name = 'balanced' AND version = 2",
             [
                 "profile 'balanced' v2: content does not match its content hash",
                 "profile 'balanced' v2: chain hash does not match the row (edited) or its parent's chain",
             ],
         ),
         (
-            "UPDATE profile_commits SET chain_hash = 'f' || substr(chain_hash, 2) WHERE name = 'balanced' AND version = 1",
+            "UPDATE profile_commits SET chain_hash = (CASE WHEN chain_hash LIKE 'f%' THEN 'e' ELSE 'f' END) || substr(chain_hash, 2) WHERE name = 'balanced' AND version = 1",
             [
                 "profile 'balanced' v1: chain hash does not match the row (edited) or its parent's chain",
                 "profile 'balanced' v2: chain hash does not match the row (edited) or its parent's chain",
