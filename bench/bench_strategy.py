@@ -33,6 +33,8 @@ sys.path.insert(0, str(REPO))
 from backend.clock import SimulatedClock  # noqa: E402
 from backend.config.compose import compose_spec  # noqa: E402
 from backend.engine.core import Engine, Stamp  # noqa: E402
+from backend.engine.economics import EdgeBasis  # noqa: E402
+from backend.runs.runner import round_trip_cost  # noqa: E402
 from backend.engine.events import BarBatch, MarketMatrix  # noqa: E402
 from backend.engine.pipeline import compile_pipeline  # noqa: E402
 
@@ -46,6 +48,7 @@ def _engine(overrides: list[str]) -> Engine:
     return Engine(
         spec.symbols, spec.universe.clusters, {a.symbol: a.ordermin for a in spec.universe.assets}, pipeline.graph,
         spec.risk, spec.execution, Stamp(pipeline.spec_hash, pipeline.profile_version, "bench"), SimulatedClock(T0),
+        EdgeBasis(spec.training.label.horizon_bars * spec.data.bar_ms, round_trip_cost(spec)),
     )  # fmt: skip
 
 

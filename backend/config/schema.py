@@ -321,6 +321,12 @@ class RiskProfileSpec(Spec):
     severe_loss_pct: Annotated[float, Field(gt=0.0, lt=1.0)]
     recovery_exit_max_p: Annotated[float, Field(ge=0.0, le=1.0)]
     recovery_reduce_max_p: Annotated[float, Field(ge=0.0, le=1.0)]
+    # Cost-aware admission (ADR-027): an entry or re-entry needs the model's gross expected edge over the
+    # label horizon to exceed the order's full round-trip cost plus entry_edge_margin; a partial exit (and
+    # an exit inside the minimum expected holding, ADR-028) needs the expected loss it avoids to exceed its
+    # cost plus exit_edge_margin. Margins are fractions of the notional; >= 0, so nothing trades below cost.
+    entry_edge_margin: Annotated[float, Field(ge=0.0, le=0.5)]
+    exit_edge_margin: Annotated[float, Field(ge=0.0, le=0.5)]
 
     @model_validator(mode="after")
     def _coherent(self) -> RiskProfileSpec:

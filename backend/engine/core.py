@@ -18,11 +18,12 @@ from backend.audit.decisions import DecisionLog, clean_float
 from backend.clock import SimulatedClock
 from backend.config.canonical import canonical_json, sha256_hex
 from backend.config.schema import ExecutionSpec, RiskProfileSpec
+from backend.engine.economics import CostReason, EdgeBasis, Pricing, leg_cost, price
 from backend.engine.events import BarBatch, MarketMatrix
 from backend.errors import StrategyGraphError
 from backend.strategy.graph import CompiledGraph, CompiledTransition
 from backend.strategy.guards import env_key
-from backend.strategy.reasons import BUYS, Action
+from backend.strategy.reasons import BUYS, RECOVERY_REASONS, Action, StrategyReason
 from execution.accounting.portfolio import QTY, Fill, Portfolio
 from execution.brokers.simulated import MarketOrder, SimulatedBroker, SlippageModel
 from execution.risk.gates import OrderIntent, PortfolioView, admit
@@ -49,7 +50,9 @@ class EngineState:
     ``campaign`` holds each symbol's open campaign id (None outside a campaign); ``last_hold`` the
     index of the hold reason last logged for each symbol; ``flat_since_ms`` when the portfolio last
     became flat (no holding, no open order); ``reanchors`` the times the drawdown peak was re-anchored;
-    ``high_water_mark`` the highest equity ever marked (never re-anchored: the capital floor hangs from it).
+    ``high_water_mark`` the highest equity ever marked (never re-anchored: the capital floor hangs from it);
+    ``last_buy_ms`` / ``last_sell_ms`` each symbol's last admitted buy / sell order time (-inf: never),
+    which the minimum expected holding and the churn rule measure from (ADR-028).
     """
 
     state: np.ndarray
@@ -64,6 +67,8 @@ class EngineState:
     fills: list[Fill] = field(default_factory=list)
     reanchors: list[int] = field(default_factory=list)
     high_water_mark: float = 0.0
+    last_buy_ms: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    last_sell_ms: np.ndarray = field(default_factory=lambda: np.zeros(0))
 
 
 class Engine:
@@ -79,14 +84,17 @@ class Engine:
         execution: ExecutionSpec,
         stamp: Stamp,
         clock: SimulatedClock,
+        edge: EdgeBasis,
     ) -> None:
         self.symbols = symbols
+        self.edge = edge
         self.graph = graph
         self.execution = execution
         self.stamp = stamp
         self.clock = clock
         self.portfolio = Portfolio(symbols, execution.initial_cash)
-        self.broker = SimulatedBroker(execution.taker_fee_bps, SlippageModel(**execution.slippage.model_dump()))
+        self.slippage = SlippageModel(**execution.slippage.model_dump())
+        self.broker = SimulatedBroker(execution.taker_fee_bps, self.slippage)
         self.fee_rate = execution.taker_fee_bps / 10_000.0
         self.cluster_of = [clusters[s] for s in symbols]
         cluster_names = sorted(set(self.cluster_of))
@@ -96,6 +104,8 @@ class Engine:
         self.log = DecisionLog()
         first_of = {reason: graph.hold_reasons.index(reason) for reason in graph.hold_reasons}
         self.hold_code = np.array([first_of[reason] for reason in graph.hold_reasons])
+        # The hold a symbol is in when a transition fired but its edge did not clear its cost: a code no state has.
+        self.cost_hold_code = len(graph.hold_reasons)
         self.state = EngineState(
             state=np.full(len(symbols), graph.initial, dtype=np.int8),
             marks=np.zeros(len(symbols)),
@@ -103,6 +113,8 @@ class Engine:
             high_water_mark=execution.initial_cash,
             campaign=[None] * len(symbols),
             last_hold=np.full(len(symbols), self.hold_code[graph.initial]),
+            last_buy_ms=np.full(len(symbols), -np.inf),
+            last_sell_ms=np.full(len(symbols), -np.inf),
         )
         names = set(graph.names)
         self.uses_position = any(n in names for n in POSITION_NAMES)
@@ -161,6 +173,7 @@ class Engine:
         static = self._static_rows(batch)
         env: dict[str, object] | None = None
         taken = ~batch.has_bar
+        blocked: dict[int, tuple[CompiledTransition, Pricing, dict[str, float | None]]] = {}
         populated = np.bincount(st.state, minlength=len(self.graph.states))
         for source, transitions in enumerate(self.graph.outgoing):
             if not populated[source]:
@@ -176,15 +189,17 @@ class Engine:
                 fired = passed & members & ~taken
                 if not fired.any():
                     continue
-                taken = taken | fired
                 env = env if env is not None else self._env(batch, equity, drawdown)
                 for i in np.flatnonzero(fired):
-                    self._decide(transition, int(i), batch, equity, drawdown, env)
+                    # A transition whose edge does not clear its cost does not fire: lower priorities are tried.
+                    taken[i] = self._decide(transition, int(i), batch, equity, drawdown, env, blocked)
         holds = self.hold_code[st.state]
+        for i in blocked:
+            holds[i] = self.cost_hold_code
         changed = ~taken & (holds != st.last_hold)
         if changed.any():
             for i in np.flatnonzero(changed):
-                self._log_hold(int(i), batch, equity)
+                self._log_hold(int(i), batch, equity, blocked.get(int(i)))
             st.last_hold[changed] = holds[changed]
         return equity
 
@@ -319,16 +334,53 @@ class Engine:
             return self.portfolio.qty[i]
         return Decimal(0)
 
+    def _price(self, transition: CompiledTransition, i: int, batch: BarBatch, qty: Decimal, ref_price: float) -> Pricing | None:
+        """Price an order-carrying decision against its cost (module ``economics``); None when it is not priced."""
+        action = transition.action
+        ts = batch.ts_ms
+        held_since_buy = ts - self.state.last_buy_ms[i] < self.edge.horizon_ms
+        if action in BUYS:
+            churn = ts - self.state.last_sell_ms[i] < self.edge.horizon_ms
+            legs, margin, short = 2 + int(churn), self.profile.entry_edge_margin, CostReason.CHURN_BELOW_COST if churn else CostReason.EDGE_BELOW_COST
+        elif transition.reason in RECOVERY_REASONS or (action is Action.EXIT and not held_since_buy):
+            return None
+        elif action is Action.SCALE_OUT:
+            legs, margin = 2 + int(held_since_buy), self.profile.exit_edge_margin
+            short = CostReason.INSIDE_MIN_HOLDING if held_since_buy else CostReason.EDGE_BELOW_COST
+        else:  # an exit inside the minimum expected holding
+            legs, margin, short = 2, self.profile.exit_edge_margin, CostReason.INSIDE_MIN_HOLDING
+        notional = float(qty) * ref_price
+        bar_usd = None if batch.volume is None else ref_price * float(batch.volume[i])
+        leg = leg_cost(self.fee_rate, self.slippage, notional, bar_usd)
+        # The out-of-fold calibrated expected return when the batch carries one (every run's matrix does).
+        expected = batch.pred.get("edge", batch.pred["expected_return"])
+        gross = float(expected[i]) + self.edge.label_cost
+        return price(gross, action in BUYS, legs, leg, margin, short)
+
     def _decide(
-        self, transition: CompiledTransition, i: int, batch: BarBatch, equity: float, drawdown: float, env: dict[str, object]
-    ) -> None:
+        self,
+        transition: CompiledTransition,
+        i: int,
+        batch: BarBatch,
+        equity: float,
+        drawdown: float,
+        env: dict[str, object],
+        blocked: dict[int, tuple[CompiledTransition, Pricing, dict[str, float | None]]],
+    ) -> bool:
+        """Decide ``transition`` for symbol ``i``; return False (nothing logged) when its edge does not clear its cost."""
         st = self.state
         symbol = self.symbols[i]
-        price = float(batch.close[i])
+        ref_price = float(batch.close[i])
         action = transition.action
         exposure = self._exposure()
-        qty = self._size(transition, i, price, equity, exposure)
+        qty = self._size(transition, i, ref_price, equity, exposure)
         buys = action in BUYS
+        places_order = action is Action.ENTER or (action is not Action.NONE and qty > 0)
+        pricing = self._price(transition, i, batch, qty, ref_price) if places_order else None
+        inputs = {name: _value(env[env_key(name)], i) for name in transition.guard.names}
+        if pricing is not None and not pricing.clears:
+            blocked.setdefault(i, (transition, pricing, inputs))
+            return False
         campaign = st.campaign[i]
         if action is Action.ENTER:
             # A campaign is identified by its symbol and first entry, not by the run's configuration,
@@ -338,9 +390,9 @@ class Engine:
         admitted, outcomes = True, ()
         # An entry always meets the gates (a zero size is refused at the minimums). Selling with nothing
         # held, or re-entering a position already at its target, moves the state without an order.
-        if action is Action.ENTER or (action is not Action.NONE and qty > 0):
+        if places_order:
             intent = OrderIntent(
-                symbol, self.cluster_of[i], "buy" if buys else "sell", float(qty), price, float(qty) * price,
+                symbol, self.cluster_of[i], "buy" if buys else "sell", float(qty), ref_price, float(qty) * ref_price,
                 reduces_risk=not buys, opens_position=bool(exposure[i] <= 0),
             )
             admitted, outcomes = admit(
@@ -352,6 +404,7 @@ class Engine:
                 self.broker.submit(MarketOrder(order_id, symbol, intent.side, qty, campaign))
                 self._exposure_now = None
                 st.orders += 1
+                (st.last_buy_ms if buys else st.last_sell_ms)[i] = batch.ts_ms
         if not admitted:
             campaign = st.campaign[i]
         elif action is Action.ENTER:
@@ -360,23 +413,31 @@ class Engine:
             st.campaign[i] = None
         target = transition.target if admitted else transition.source
         st.state[i] = target
-        inputs = {name: _value(env[env_key(name)], i) for name in transition.guard.names}
         self._append(
             batch, i, equity,
             transition=transition.name, action=action.value, state_from=self.graph.states[transition.source],
             state_to=self.graph.states[target], reason=transition.reason.value, admitted=admitted,
             gate_reason=outcomes[-1].reason.value if outcomes else "NO_ORDER",
             gates=canonical_json([o.as_record() for o in outcomes]), inputs=canonical_json(inputs), qty=float(qty),
-            order_id=order_id, campaign_id=campaign,
+            order_id=order_id, campaign_id=campaign, **_pricing_fields(pricing),
         )  # fmt: skip
+        return True
 
-    def _log_hold(self, i: int, batch: BarBatch, equity: float) -> None:
+    def _log_hold(
+        self, i: int, batch: BarBatch, equity: float, blocked: tuple[CompiledTransition, Pricing, dict[str, float | None]] | None
+    ) -> None:
+        """Log a hold row; a hold because a fired transition's edge did not clear its cost names that transition."""
         name = self.graph.states[self.state.state[i]]
+        if blocked is None:
+            transition, reason, inputs, pricing = "", self.graph.hold_reasons[self.state.state[i]], "{}", None
+        else:
+            transition, reason, inputs, pricing = blocked[0].name, StrategyReason.HOLD_EDGE_BELOW_COST, canonical_json(blocked[2]), blocked[1]
         self._append(
             batch, i, equity,
-            transition="", action=Action.HOLD.value, state_from=name, state_to=name,
-            reason=self.graph.hold_reasons[self.state.state[i]].value, admitted=True, gate_reason="NO_ORDER",
-            gates="[]", inputs="{}", qty=0.0, order_id=None, campaign_id=self.state.campaign[i],
+            transition=transition, action=Action.HOLD.value, state_from=name, state_to=name,
+            reason=reason.value, admitted=True, gate_reason="NO_ORDER",
+            gates="[]", inputs=inputs, qty=0.0, order_id=None, campaign_id=self.state.campaign[i],
+            **_pricing_fields(pricing),
         )  # fmt: skip
 
     def _append(self, batch: BarBatch, i: int, equity: float, **fields: object) -> None:
@@ -395,6 +456,14 @@ class Engine:
                 "spec_hash": self.stamp.spec_hash,
             }
         )
+
+
+def _pricing_fields(pricing: Pricing | None) -> dict[str, object]:
+    if pricing is None:
+        return {"edge": None, "cost": None, "margin": None, "cost_reason": CostReason.NOT_PRICED.value}
+    return {
+        "edge": clean_float(pricing.edge), "cost": pricing.cost, "margin": pricing.margin, "cost_reason": pricing.reason.value,
+    }  # fmt: skip
 
 
 def _value(value: object, i: int) -> float | None:

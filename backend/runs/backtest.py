@@ -19,6 +19,7 @@ from backend.home import Home
 from backend.models.bundle import save_bundle
 from backend.runs.runner import Outcome, Progress, execute, frame_sha256, load_bars, train_bundle, write_json
 from execution.accounting.campaigns import CampaignPnl, campaign_pnl, campaign_totals
+from execution.accounting.performance import buy_and_hold, performance
 
 _MARKER_KIND = {"enter": "entry", "exit": "exit", "scale_out": "scale_out", "reenter": "reentry"}
 
@@ -39,8 +40,30 @@ def campaign_rows(outcome: Outcome) -> list[CampaignPnl]:
     return campaign_pnl(portfolio.ledger, marks)
 
 
+def one_leg(pipeline: Pipeline) -> float:
+    """Return one order's fixed cost as a fraction of its notional: taker fee and half-spread (no size term)."""
+    execution = pipeline.spec.execution
+    return (execution.taker_fee_bps + execution.slippage.half_spread_bps) / 10_000.0
+
+
+def benchmark_figures(pipeline: Pipeline, outcome: Outcome) -> dict[str, object]:
+    """Return the strategy's Sharpe, Sortino, CAGR, turnover and exposure, and equal-weight buy-and-hold on the same bars."""
+    portfolio, matrix = outcome.engine.portfolio, outcome.matrix
+    initial, bar_ms = float(portfolio.initial_cash), pipeline.spec.data.bar_ms
+    traded = float(sum(f.qty * f.price for f in portfolio.ledger))
+    own = performance(outcome.equity, outcome.exposure, initial, bar_ms, traded, float(portfolio.fees_paid))
+    equity, exposure, _ = buy_and_hold(matrix.close, matrix.has_bar, initial, one_leg(pipeline), list(range(len(matrix.symbols))))
+    held = performance(equity, exposure, initial, bar_ms, 0.0, 0.0)
+    return {
+        **{k: own[k] for k in ("sharpe", "sortino", "cagr_pct", "turnover", "exposure_time_pct", "avg_exposure_pct")},
+        "buy_and_hold_return_pct": held["return_pct"],
+        "buy_and_hold_max_drawdown_pct": held["max_drawdown_pct"],
+        "buy_and_hold_sharpe": held["sharpe"],
+    }
+
+
 def summarize(pipeline: Pipeline, outcome: Outcome, wall_seconds: float, extra: dict[str, object]) -> dict[str, object]:
-    """Return the run summary: identity, counts, money, hashes and speed."""
+    """Return the run summary: identity, counts, money, benchmark figures, hashes and speed."""
     engine = outcome.engine
     portfolio = engine.portfolio
     campaigns = campaign_totals(campaign_rows(outcome))
@@ -66,6 +89,7 @@ def summarize(pipeline: Pipeline, outcome: Outcome, wall_seconds: float, extra: 
         "return_pct": round(100.0 * (final_equity / float(portfolio.initial_cash) - 1.0), 4),
         "max_drawdown_pct": round(100.0 * float(np.max(1.0 - outcome.equity / peak)), 4),
         "fees_paid": str(portfolio.fees_paid),
+        **benchmark_figures(pipeline, outcome),
         "realized_pnl": str(portfolio.realized_pnl),
         "campaigns": len(campaigns),
         "campaigns_won": sum(int(total > 0) for total in campaigns.values()),

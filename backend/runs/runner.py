@@ -25,8 +25,9 @@ from backend.data.shared_loader import default_shared_dir, import_shared
 from backend.data.simulator import simulate_ohlcv
 from backend.data.training_feed import prepare_lake_source
 from backend.engine.core import Engine
+from backend.engine.economics import EdgeBasis, calibrate_edge
 from backend.engine.events import MarketMatrix
-from backend.engine.loop import run_spine
+from backend.engine.loop import Spine, run_spine
 from backend.engine.pipeline import PREDICTION_OUTPUTS, Pipeline
 from backend.errors import DataError, ModelError
 from backend.features.build import build_features
@@ -48,11 +49,12 @@ _EXECUTION_ONLY = {"ray", "promotion", "schedule", "inject_failure"}
 
 @dataclass(frozen=True)
 class Outcome:
-    """What ``execute`` produced: the engine after the run, and the per-bar series."""
+    """What ``execute`` produced: the engine after the run, and the per-bar series (equity, gross exposure, states)."""
 
     engine: Engine
     matrix: MarketMatrix
     equity: np.ndarray
+    exposure: np.ndarray
     states: np.ndarray
     decisions: pl.DataFrame
     decision_log_sha256: str
@@ -108,6 +110,16 @@ def round_trip_cost(spec: RunSpec) -> float:
     Slippage counts at the model's half-spread: its size term depends on an order not yet sized.
     """
     return 2.0 * (spec.execution.taker_fee_bps + spec.execution.slippage.half_spread_bps) / 10_000.0
+
+
+def edge_basis(spec: RunSpec, bundle: ModelBundle) -> EdgeBasis:
+    """Return what the engine prices decisions with: the label horizon in time, and the cost the model's labels are net of.
+
+    The cost is the bundle's own (its lineage records the label cost it was trained with); a bundle without that
+    record was trained under this spec's execution costs.
+    """
+    label_cost = float(bundle.lineage.get("label_round_trip_cost", round_trip_cost(spec)))  # type: ignore[arg-type]
+    return EdgeBasis(spec.training.label.horizon_bars * spec.data.bar_ms, label_cost)
 
 
 def training_dataset(spec: RunSpec, bars: pl.DataFrame) -> pl.DataFrame:
@@ -242,8 +254,23 @@ def align_column(values: pl.DataFrame, column: str, where: Placement, shape: tup
     return out
 
 
+def realised_matrix(spec: RunSpec, bars: pl.DataFrame, times: np.ndarray, symbols: tuple[str, ...], label_cost: float) -> np.ndarray:
+    """Return the net label return of every ``(time, symbol)`` cell (NaN where the horizon is not observed).
+
+    Only the out-of-fold edge calibration reads it, and only for rows realised before the fold it prices.
+    """
+    labels = forward_return_labels(bars, spec.training.label.horizon_bars, label_cost, spec.data.bar_ms)
+    code = {s: i for i, s in enumerate(symbols)}
+    return align_column(labels.fill_null(np.nan), "label_return", place(labels, times, code), (len(times), len(symbols)))
+
+
 def market_matrix(pipeline: Pipeline, bars: pl.DataFrame, bundle: ModelBundle, num_threads: int) -> MarketMatrix:
-    """Build features and predictions and align everything to ``(time, symbol)`` matrices."""
+    """Build features and predictions and align everything to ``(time, symbol)`` matrices.
+
+    Besides the model outputs, ``pred`` holds ``fold`` (the walk-forward fold that predicted each cell) and
+    ``edge``: the expected net return calibrated out of fold (:func:`backend.engine.economics.calibrate_edge`),
+    which the engine prices decisions with (ADR-027).
+    """
     spec = pipeline.spec
     symbols = spec.symbols
     features = build_features(bars, spec.features, spec.universe.clusters)
@@ -262,16 +289,25 @@ def market_matrix(pipeline: Pipeline, bars: pl.DataFrame, bundle: ModelBundle, n
     bars_at, predictions_at = place(features, times, code), place(predictions, times, code)
     has_bar = np.zeros(shape, dtype=bool)
     has_bar[bars_at.t_idx, bars_at.s_idx] = True
+    pred = {name: align_column(predictions, name, predictions_at, shape) for name in (*PREDICTION_OUTPUTS, "fold")}
+    edge = edge_basis(spec, bundle)
+    realised = realised_matrix(spec, bars, times, symbols, edge.label_cost)
+    pred["edge"], _ = calibrate_edge(pred["expected_return"], realised, pred["fold"], times, edge.horizon_ms)
     return MarketMatrix(
         ts_ms=times,
         symbols=symbols,
         open=align_column(features, "open", bars_at, shape),
         close=align_column(features, "close", bars_at, shape),
         has_bar=has_bar,
-        pred={name: align_column(predictions, name, predictions_at, shape) for name in PREDICTION_OUTPUTS},
+        pred=pred,
         feat={name: align_column(features, name, bars_at, shape) for name in pipeline.feature_names},
         volume=align_column(features, "volume", bars_at, shape),
     )
+
+
+def simulate(pipeline: Pipeline, matrix: MarketMatrix, edge: EdgeBasis, model_version: str) -> Spine:
+    """Run a fresh engine over every batch of ``matrix`` (the engine's one loop)."""
+    return run_spine(pipeline, matrix, edge, model_version)
 
 
 def execute(pipeline: Pipeline, bars: pl.DataFrame, bundle: ModelBundle, wall: WallClock) -> Outcome:
@@ -280,7 +316,7 @@ def execute(pipeline: Pipeline, bars: pl.DataFrame, bundle: ModelBundle, wall: W
     started = wall.monotonic()
     matrix = market_matrix(pipeline, bars, bundle, spec.training.num_threads)
     prepared = wall.monotonic()
-    spine = run_spine(pipeline, matrix, bundle.version)
+    spine = simulate(pipeline, matrix, edge_basis(spec, bundle), bundle.version)
     looped = wall.monotonic()
     decisions = spine.engine.log.frame()
     digest = decision_log_sha256(decisions)
@@ -290,7 +326,9 @@ def execute(pipeline: Pipeline, bars: pl.DataFrame, bundle: ModelBundle, wall: W
         "event_loop": looped - prepared,
         "decision_log": finished - looped,
     }
-    return Outcome(spine.engine, matrix, spine.equity, spine.states, decisions, digest, sha256_hex(spine.states.tobytes()), timings)
+    return Outcome(
+        spine.engine, matrix, spine.equity, spine.exposure, spine.states, decisions, digest, sha256_hex(spine.states.tobytes()), timings
+    )
 
 
 def write_json(path: Path, value: object) -> None:

@@ -42,7 +42,7 @@ from backend.models.bundle import ModelBundle
 from backend.models.registry import ModelRegistry
 from backend.profiles.watcher import ProfileWatcher
 from backend.runs.replay import read_bundle
-from backend.runs.runner import frame_sha256, market_matrix
+from backend.runs.runner import edge_basis, frame_sha256, market_matrix
 from backend.sqlite import transaction
 from execution.accounting.portfolio import Fill, Portfolio
 from execution.brokers.simulated import MarketOrder, SimulatedBroker, SlippageModel
@@ -277,7 +277,10 @@ class PaperRuntime:
         ordermin = {a.symbol: a.ordermin for a in spec.universe.assets}
         stamp = Stamp(pipeline.spec_hash, pipeline.profile_version, feed.bundle.version)
         clock = SimulatedClock(int(feed.matrix.ts_ms[0]))
-        self.engine = Engine(spec.symbols, spec.universe.clusters, ordermin, pipeline.graph, spec.risk, spec.execution, stamp, clock)
+        self.engine = Engine(
+            spec.symbols, spec.universe.clusters, ordermin, pipeline.graph, spec.risk, spec.execution, stamp, clock,
+            edge_basis(spec, feed.bundle),
+        )  # fmt: skip
         self.broker = JournaledBroker(
             spec.execution.taker_fee_bps, SlippageModel(**spec.execution.slippage.model_dump()), self.journal, clock, crash
         )
@@ -324,6 +327,8 @@ class PaperRuntime:
         st.orders = saved["orders"]
         st.reanchors = list(saved["reanchors"])
         st.high_water_mark = saved["high_water_mark"]
+        st.last_buy_ms[:] = [-np.inf if t is None else t for t in saved["last_buy_ms"]]
+        st.last_sell_ms[:] = [-np.inf if t is None else t for t in saved["last_sell_ms"]]
         portfolio.cash = Decimal(saved["cash"])
         portfolio.qty = [Decimal(q) for q in saved["qty"]]
         portfolio.cost_basis = [Decimal(c) for c in saved["cost_basis"]]
@@ -360,7 +365,8 @@ class PaperRuntime:
                 "state": st.state.tolist(), "marks": st.marks.tolist(), "last_hold": st.last_hold.tolist(),
                 "peak_equity": st.peak_equity, "campaign": st.campaign, "drawdown_halted": st.drawdown_halted,
                 "flat_since_ms": st.flat_since_ms, "profile_valid": st.profile_valid, "orders": st.orders,
-                "reanchors": st.reanchors, "high_water_mark": st.high_water_mark, "cash": str(portfolio.cash), "qty": [str(q) for q in portfolio.qty],
+                "reanchors": st.reanchors, "high_water_mark": st.high_water_mark,
+                "last_buy_ms": _times(st.last_buy_ms), "last_sell_ms": _times(st.last_sell_ms), "cash": str(portfolio.cash), "qty": [str(q) for q in portfolio.qty],
                 "cost_basis": [str(c) for c in portfolio.cost_basis], "realized_pnl": str(portfolio.realized_pnl),
                 "fees_paid": str(portfolio.fees_paid), "killed": self.killed,
                 "pending": [[o.order_id, o.symbol, o.side, str(o.qty), o.campaign_id] for o in self.broker.pending],
@@ -478,3 +484,8 @@ class PaperRuntime:
     def close(self) -> None:
         """Close the state folder's database."""
         self.journal.close()
+
+
+def _times(values: np.ndarray) -> list[float | None]:
+    """Return order times for a JSON checkpoint: None where a symbol never traded (-inf)."""
+    return [None if np.isinf(t) else float(t) for t in values]

@@ -15,6 +15,8 @@ class StrategyReason(str, enum.Enum):
     HOLD_SEVERE_AWAITING_RECOVERY = "HOLD_SEVERE_AWAITING_RECOVERY"
     HOLD_THROUGH_SEVERE_LOSS = "HOLD_THROUGH_SEVERE_LOSS"
     HOLD_REDUCED_AWAITING_RECOVERY = "HOLD_REDUCED_AWAITING_RECOVERY"
+    # the engine's own: a transition fired but its expected edge did not pay its cost (ADR-027), so the symbol holds
+    HOLD_EDGE_BELOW_COST = "HOLD_EDGE_BELOW_COST"
     # entries and re-entries
     ENTRY_PREDICTED_EDGE = "ENTRY_PREDICTED_EDGE"
     REENTRY_EDGE_STRENGTHENED = "REENTRY_EDGE_STRENGTHENED"

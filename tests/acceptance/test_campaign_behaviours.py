@@ -20,6 +20,8 @@ from backend.clock import SimulatedClock
 from backend.config.compose import compose_spec
 from backend.config.schema import RunSpec
 from backend.engine.core import Engine, Stamp
+from backend.engine.economics import EdgeBasis
+from backend.runs.runner import round_trip_cost
 from backend.engine.events import MarketMatrix
 from backend.engine.pipeline import compile_pipeline
 from backend.strategy.reasons import RECOVERY_REASONS
@@ -68,6 +70,7 @@ def run() -> tuple[Engine, pl.DataFrame]:
     engine = Engine(
         spec.symbols, spec.universe.clusters, {a.symbol: a.ordermin for a in spec.universe.assets}, pipeline.graph,
         spec.risk, spec.execution, Stamp(pipeline.spec_hash, pipeline.profile_version, "constructed"), SimulatedClock(T0),
+        EdgeBasis(spec.training.label.horizon_bars * spec.data.bar_ms, round_trip_cost(spec)),
     )  # fmt: skip
     for batch in _market().batches():
         engine.on_batch(batch)

@@ -20,6 +20,8 @@ import stubs
 from backend.clock import SimulatedClock
 from backend.config.schema import RiskProfileSpec, RunSpec, StrategySpec
 from backend.engine.core import HOUR_MS, Engine, Stamp
+from backend.engine.economics import EdgeBasis
+from backend.runs.runner import round_trip_cost
 from backend.engine.events import BarBatch, MarketMatrix
 from backend.engine.pipeline import compile_pipeline, guard_names
 from backend.errors import StrategyGraphError
@@ -29,7 +31,7 @@ D = Decimal
 T0 = 1_704_067_200_000
 STEP = 300_000
 SYMBOLS = ("BTC", "DOGE", "ETH", "SOL")
-SIGNAL = {"E": (0.6, 0.01), "W": (0.45, 0.0), "X": (0.3, -0.01), ".": (0.5, 0.0)}
+SIGNAL = {"E": (0.6, 0.03), "W": (0.45, -0.03), "X": (0.3, -0.03), "N": (0.5, -0.03), ".": (0.5, 0.0)}
 RECOVERY = {"h": 0.8, "r": 0.35, "x": 0.1, "-": np.nan, ".": np.nan}
 CASH = 100_000.0
 
@@ -39,12 +41,16 @@ def _spec(*overrides: str) -> RunSpec:
     return stubs.small_spec("strategy=campaign_v1", *overrides)
 
 
+def _edge(spec: RunSpec) -> EdgeBasis:
+    return EdgeBasis(spec.training.label.horizon_bars * spec.data.bar_ms, round_trip_cost(spec))
+
+
 def _engine(spec: RunSpec, strategy: StrategySpec | None = None) -> Engine:
     pipeline = compile_pipeline(spec)
     graph = pipeline.graph if strategy is None else compile_graph(strategy, guard_names(spec))
     return Engine(
         spec.symbols, spec.universe.clusters, {a.symbol: a.ordermin for a in spec.universe.assets}, graph, spec.risk,
-        spec.execution, Stamp(pipeline.spec_hash, pipeline.profile_version, "m1"), SimulatedClock(T0),
+        spec.execution, Stamp(pipeline.spec_hash, pipeline.profile_version, "m1"), SimulatedClock(T0), _edge(spec),
     )  # fmt: skip
 
 
@@ -135,10 +141,28 @@ def test_each_campaign_gets_its_own_deterministic_id() -> None:
 def test_profit_target_realises_part_of_a_winner_whose_edge_is_not_strong() -> None:
     engine = _engine(_spec())
     # Fill at 100 (plus fees, slippage): +8 % needs the close above about 108.5.
-    _run(engine, _matrix(4, {"ETH": "E..."}, close={"ETH": [100.0, 100.0, 110.0, 110.0]}))
+    _run(engine, _matrix(4, {"ETH": "E.N."}, close={"ETH": [100.0, 100.0, 110.0, 110.0]}))
     trail = _trail(_rows(engine))
     assert trail == [(0, "enter", "ENTRY_PREDICTED_EDGE", "HOLDING"), (2, "scale_out", "SCALE_OUT_PROFIT_TARGET", "PARTIAL")]
     assert json.loads(_rows(engine)[1]["inputs"])["pos.unrealized_return"] > 0.08
+
+
+def test_a_profit_target_whose_sale_does_not_pay_its_round_trip_holds_with_the_cost_reason() -> None:
+    engine = _engine(_spec())
+    # Same winner, but the model expects no move: selling part and buying it back would cost two legs for nothing.
+    _run(engine, _matrix(4, {"ETH": "E..."}, close={"ETH": [100.0, 100.0, 110.0, 110.0]}))
+    rows = _rows(engine, holds=True)
+    assert _trail(rows) == [
+        (0, "enter", "ENTRY_PREDICTED_EDGE", "HOLDING"),
+        (1, "hold", "HOLD_EDGE_PERSISTS", "HOLDING"),
+        (2, "hold", "HOLD_EDGE_BELOW_COST", "HOLDING"),
+    ]
+    held = rows[2]
+    assert held["transition"] == "realise_profit_target" and held["cost_reason"] == "INSIDE_MIN_HOLDING"
+    leg = 0.004 + 0.0005  # taker fee and half-spread (no volume recorded: no size term)
+    assert held["edge"] == pytest.approx(-(0.0 + 2 * leg)) and held["cost"] == pytest.approx(3 * leg)
+    assert held["margin"] == 0.001 and json.loads(held["inputs"])["pos.unrealized_return"] > 0.08
+    assert _held(engine) == 120
 
 
 def test_a_strong_edge_keeps_a_winner_whole() -> None:

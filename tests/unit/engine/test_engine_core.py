@@ -22,6 +22,8 @@ from backend.clock import SimulatedClock
 from backend.config.canonical import canonical_json
 from backend.config.schema import RunSpec, StrategySpec
 from backend.engine.core import Engine, Stamp
+from backend.engine.economics import EdgeBasis
+from backend.runs.runner import round_trip_cost
 from backend.engine.events import MarketMatrix
 from backend.engine.pipeline import compile_pipeline, guard_names
 from backend.strategy.graph import CompiledGraph, compile_graph
@@ -31,7 +33,8 @@ T0 = 1_704_067_200_000
 STEP = 300_000
 SYMBOLS = ("BTC", "DOGE", "ETH", "SOL")  # spec.symbols: sorted
 CLUSTER = {"BTC": "store_of_value", "DOGE": "meme", "ETH": "l1_major", "SOL": "l1_major"}
-SIGNAL = {"E": (0.6, 0.01), "X": (0.3, -0.01), ".": (0.5, 0.0)}
+# E clears entry; X clears exit; N is a neutral p_up with a predicted loss that pays for an early exit (ADR-028).
+SIGNAL = {"E": (0.6, 0.03), "X": (0.3, -0.03), "N": (0.5, -0.03), ".": (0.5, 0.0)}
 FEE = D("0.004")  # conf/execution/simulated_kraken.yaml: 40 bps taker
 SLIP = 0.0005  # 5 bps
 CASH = 100_000.0
@@ -42,6 +45,10 @@ GATE_ORDER = ["kill_switch", "profile_valid", "drawdown", "capital", "concurrenc
 @functools.lru_cache(maxsize=None)
 def _spec(*overrides: str) -> RunSpec:
     return stubs.small_spec("strategy=flat_holding_v1", *overrides)
+
+
+def _edge(spec: RunSpec) -> EdgeBasis:
+    return EdgeBasis(spec.training.label.horizon_bars * spec.data.bar_ms, round_trip_cost(spec))
 
 
 def _engine(spec: RunSpec, graph: CompiledGraph | None = None, ordermin: dict[str, float] | None = None, model: str = "m1") -> Engine:
@@ -57,6 +64,7 @@ def _engine(spec: RunSpec, graph: CompiledGraph | None = None, ordermin: dict[st
         spec.execution,
         Stamp(pipeline.spec_hash, pipeline.profile_version, model),
         SimulatedClock(T0),
+        _edge(spec),
     )
 
 
@@ -198,7 +206,7 @@ def test_one_transition_per_symbol_per_event_in_priority_order() -> None:
             "initial_state": "FLAT",
             "states": [{"name": "FLAT", "hold_reason": "HOLD_FLAT_NO_EDGE"}, {"name": "HOLDING", "hold_reason": "HOLD_EDGE_PERSISTS"}],
             "transitions": [
-                # From FLAT both hold on an E bar; priority 0 wins. From HOLDING the exit holds on any E bar.
+                # From FLAT both hold on an E bar; priority 0 wins. From HOLDING the exit holds on any bar (N: its predicted loss pays the early exit).
                 {"name": "watch", "source": "FLAT", "target": "FLAT", "guard": "pred.p_up >= profile.exit_max_p_up",
                  "action": "none", "reason": "HOLD_FLAT_NO_EDGE", "priority": 5},
                 {"name": "enter", "source": "FLAT", "target": "HOLDING", "guard": "pred.p_up >= profile.entry_min_p_up",
@@ -210,7 +218,7 @@ def test_one_transition_per_symbol_per_event_in_priority_order() -> None:
     )
     graph = compile_graph(strategy, guard_names(spec))
     engine = _engine(spec, graph)
-    _run(engine, _matrix(2, {"ETH": "EE"}))
+    _run(engine, _matrix(2, {"ETH": "EN"}))
     rows = _rows(engine, symbol="ETH")
     # Bar 0: FLAT -> HOLDING only (not back to FLAT, not "watch"). Bar 1: HOLDING -> FLAT.
     assert [(r["ts"], r["transition"]) for r in rows] == [(T0, "enter"), (T0 + STEP, "flip")]
@@ -424,7 +432,7 @@ def test_position_and_portfolio_names_populate_the_guard_env() -> None:
     spec = _spec()
     engine = _engine(spec, _state_graph(spec))
     assert engine.uses_position and engine.uses_portfolio
-    matrix = _matrix(3, {"ETH": "E.."}, close={"ETH": [100.0, 101.0, 95.0]}, open_={"ETH": [100.0, 100.0, 101.0]})
+    matrix = _matrix(3, {"ETH": "E.N"}, close={"ETH": [100.0, 101.0, 95.0]}, open_={"ETH": [100.0, 100.0, 101.0]})
     equity = _run(engine, matrix)
     enter, watch, cut = _rows(engine)
     (buy,) = engine.portfolio.ledger
