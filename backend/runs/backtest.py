@@ -175,9 +175,9 @@ def run_backtest(pipeline: Pipeline, home: Home, run_dir: Path, wall: WallClock,
     write_json(run_dir / "spec.json", pipeline.spec.model_dump(mode="json"))
     bars.write_parquet(run_dir / "inputs.parquet", compression="zstd")
     write_json(run_dir / "inputs.json", {"lake_snapshot": snapshot, "inputs_sha256": frame_sha256(bars), "rows": bars.height})
-    progress(f"training walk-forward on {bars.height} bars" if source == "train" else f"using the {source} model: no training")
+    progress(f"training walk-forward on {bars.height} bars" if source in ("train", "cached") else f"using the {source} model: no training")
     trained = wall.monotonic()
-    bundle = train_bundle(pipeline, bars, snapshot, progress, home, installed=installed)
+    bundle = train_bundle(pipeline, bars, snapshot, progress, home, installed=installed, now_ms=wall.now_ms)
     save_bundle(bundle, run_dir / "model")
     train_seconds = wall.monotonic() - trained
     progress(f"running the spine over {bars.height} bar events")
