@@ -25,12 +25,16 @@ MIN_WINDOW, MAX_WINDOW = 32, 4096
 
 @dataclass(frozen=True)
 class Spine:
-    """The engine after the loop; the equity, gross exposure and every symbol's state after each timestamp."""
+    """The engine after the loop; the equity, gross exposure and every symbol's state after each timestamp.
+
+    ``batches_run`` counts the timestamps that went through ``Engine.on_batch`` (the others were quiet).
+    """
 
     engine: Engine
     equity: np.ndarray
     exposure: np.ndarray
     states: np.ndarray
+    batches_run: int
 
 
 def new_engine(pipeline: Pipeline, matrix: MarketMatrix, edge: EdgeBasis, model_version: str) -> Engine:
@@ -63,7 +67,7 @@ def run_spine(pipeline: Pipeline, matrix: MarketMatrix, edge: EdgeBasis, model_v
     states = np.empty(matrix.has_bar.shape, dtype=np.int8)
     scan = QuietScan(engine, matrix)
     portfolio, marks = engine.portfolio, engine.state.marks
-    t, window = 0, MIN_WINDOW
+    t, window, run = 0, MIN_WINDOW, 0
     while t < count:
         if not engine.broker.pending:
             end = min(count, t + window)
@@ -76,7 +80,8 @@ def run_spine(pipeline: Pipeline, matrix: MarketMatrix, edge: EdgeBasis, model_v
         exposure[t] = float(portfolio.qty_f @ marks)
         states[t] = engine.state.state
         t += 1
-    return Spine(engine, equity, exposure, states)
+        run += 1
+    return Spine(engine, equity, exposure, states, run)
 
 
 def run_spine_reference(pipeline: Pipeline, matrix: MarketMatrix, edge: EdgeBasis, model_version: str) -> Spine:
@@ -90,4 +95,4 @@ def run_spine_reference(pipeline: Pipeline, matrix: MarketMatrix, edge: EdgeBasi
         equity[batch.index] = engine.on_batch(batch)
         exposure[batch.index] = float(portfolio.qty_f @ marks)
         states[batch.index] = engine.state.state
-    return Spine(engine, equity, exposure, states)
+    return Spine(engine, equity, exposure, states, len(matrix.ts_ms))
