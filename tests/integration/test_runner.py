@@ -354,6 +354,7 @@ def test_a_cached_source_trains_once_then_reuses_the_same_models_for_any_profile
     (record,) = training_cache(home).records()
     assert (record["version"], record["status"], record["created_ms"]) == (first.version, "candidate", 1234)
     assert record["training_key"] == training_key(cached, first.lineage)
+    assert cached_version(training_cache(home), "0" * 64) is None  # another training is not this one
     assert not (home.root / "registry" / "models").exists()  # the promoted line is untouched
 
     messages.clear()
