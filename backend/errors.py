@@ -46,6 +46,10 @@ class TrainingTaskError(ModelError):
         self.fold = fold
 
 
+class ClusterError(ActsError):
+    """The Ray cluster at a configured address cannot be reached, or its workers run other library versions."""
+
+
 class RegistryError(ModelError):
     """A model registry record is missing, malformed, or asked for a transition its status forbids."""
 

@@ -7,10 +7,11 @@ nowhere else, so the CLI, the console and the runtime all validate through the s
 from __future__ import annotations
 
 import enum
+import re
 from datetime import date, datetime, timezone
 from typing import Annotated, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 
 
@@ -213,15 +214,59 @@ class RecoverySpec(Spec):
     min_rows: Annotated[int, Field(ge=10, le=10_000_000)] = 200
 
 
+# A Ray cluster's GCS address, ``host:port`` as ``ray start --head`` prints it (Ray Client ``ray://`` is not installed).
+_RAY_ADDRESS = re.compile(r"^(?P<host>[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?):(?P<port>[0-9]{1,5})$")
+
+
+def check_ray_address(address: str | None) -> str | None:
+    """Return ``address`` when it is ``host:port`` with a port in 1..65535; else raise ValueError naming it."""
+    if address is None:
+        return None
+    match = _RAY_ADDRESS.match(address)
+    if match is None:
+        raise ValueError(f"must be host:port of a running Ray cluster's head (as `ray start --head` prints it), was {address!r}")
+    port = int(match["port"])
+    if not 1 <= port <= 65535:
+        raise ValueError(f"port must be >= 1 and <= 65535, was {port} in {address!r}")
+    return address
+
+
 class RaySpec(Spec):
-    """Where training tasks run: serially in-process, on a local Ray, or on a Ray cluster at ``address``."""
+    """Where tasks run: serially in-process, on a local Ray of ``num_cpus``, or on the Ray cluster at ``address``.
+
+    ``address`` set connects to a cluster someone started (``ray start --head``) instead of starting a
+    local Ray; ``num_cpus`` then plays no part (the cluster's own CPUs bound the calls in flight).
+    """
 
     enabled: bool = False
-    address: Annotated[str, Field(min_length=1, max_length=200)] | None = None
+    address: Annotated[str, Field(min_length=1, max_length=260)] | None = None
     num_cpus: Annotated[int, Field(ge=1, le=1024)] = 2
     max_retries: Annotated[int, Field(ge=0, le=10)] = 2
     # Tasks sent to a worker in one Ray call: amortises Ray's per-call cost over short tasks.
     tasks_per_call: Annotated[int, Field(ge=1, le=256)] = 8
+
+    @field_validator("address")
+    @classmethod
+    def _address_form(cls, value: str | None) -> str | None:
+        return check_ray_address(value)
+
+    @model_validator(mode="after")
+    def _address_needs_ray(self) -> RaySpec:
+        if self.address is not None and not self.enabled:
+            raise ValueError(f"'address' ({self.address!r}) is set but 'enabled' is false: set enabled=true to use the cluster")
+        return self
+
+
+class SweepSpec(Spec):
+    """``acts sweep`` (conf/sweep.yaml, ``sweep.<key>=...``): where the variants run and where the comparison goes.
+
+    ``ray.enabled=false`` runs the variants one after another in this process; ``ray.address`` sends
+    them to an existing cluster, as ``training.ray.address`` does for training tasks.
+    """
+
+    ray: RaySpec = RaySpec(enabled=True)
+    out: Annotated[str, Field(min_length=1, max_length=400)]
+    max_variants: Annotated[int, Field(ge=1, le=1024)] = 256
 
 
 class FailureInjectionSpec(Spec):

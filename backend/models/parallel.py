@@ -7,6 +7,8 @@ model texts as a serial run. Results are returned in task order, whatever order 
 from __future__ import annotations
 
 import os
+import shutil
+import socket
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
@@ -15,12 +17,15 @@ from typing import Any, Protocol
 from lightgbm.basic import LightGBMError
 
 from backend.config.schema import RaySpec
-from backend.errors import ModelError, TrainingTaskError
+from backend.errors import ClusterError, ModelError, TrainingTaskError
 
 # Errors a retry may cure (a flaky worker, LightGBM refusing a degenerate slice). Never TypeError and the like.
 RETRYABLE = (ModelError, LightGBMError)
 # Unix sockets under Ray's temp dir must fit in 107 bytes; longer homes fall back to the system temp dir.
 _MAX_TEMP_DIR = 60
+# The packages a cluster's workers import from the driver (scripts/ is the shell: workers never run it).
+_ROOT = Path(__file__).resolve().parents[2]
+_SHIPPED = ("backend", "execution")
 
 
 class Task(Protocol):
@@ -41,22 +46,138 @@ def ray_temp_dir(home_root: Path) -> Path:
     return Path(tempfile.gettempdir()) / f"acts-ray-{os.getuid()}"
 
 
+def stage_code(into: Path) -> Path:
+    """Copy this process's own ``backend`` and ``execution`` packages (no bytecode) into ``into``; return it."""
+    for name in _SHIPPED:
+        shutil.copytree(_ROOT / name, into / name, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    return into
+
+
+def code_runtime_env(staged: Path) -> dict[str, Any]:
+    """Return the ``runtime_env`` that makes a cluster's workers run the code staged in ``staged``.
+
+    A cluster started by another process runs whatever its interpreter finds, and Ray puts the
+    driver's current directory first on the workers' path unless a ``working_dir`` is given. The
+    staged copy of the driver's packages as ``working_dir`` (Ray uploads it once per content hash)
+    makes every worker import exactly the driver's code, from wherever the driver was started.
+    """
+    return {"working_dir": str(staged)}
+
+
 def ray_init_arguments(spec: RaySpec, temp_dir: Path) -> dict[str, Any]:
-    """Return ``ray.init`` arguments: a cluster at ``spec.address``, or a local Ray without dashboard."""
+    """Return ``ray.init`` arguments: the cluster at ``spec.address`` running the code staged in ``temp_dir``, or a local Ray.
+
+    A local Ray has no dashboard and keeps its files in ``temp_dir``.
+    """
     if spec.address is not None:
-        return {"address": spec.address, "log_to_driver": False}
+        return {"address": spec.address, "log_to_driver": False, "runtime_env": code_runtime_env(temp_dir)}
     return {"num_cpus": spec.num_cpus, "include_dashboard": False, "_temp_dir": str(temp_dir), "log_to_driver": False}
 
 
+def library_versions() -> dict[str, str]:
+    """Return the versions that decide model bytes: Python, LightGBM, NumPy, polars (run on each node to compare)."""
+    import sys
+
+    import lightgbm
+    import numpy
+    import polars
+
+    return {
+        "python": ".".join(str(part) for part in sys.version_info[:3]),
+        "lightgbm": lightgbm.__version__,
+        "numpy": numpy.__version__,
+        "polars": polars.__version__,
+    }
+
+
+def node_versions() -> dict[str, str]:
+    """:func:`library_versions` as a node sees them: the task :func:`check_cluster` sends to every node."""
+    return library_versions()
+
+
+def probe_address(address: str, timeout_s: float = 5.0) -> None:
+    """Refuse quickly when nothing listens at ``address`` (Ray itself retries for minutes).
+
+    Raises
+    ------
+    ClusterError
+        Naming ``training.ray.address``, the address and the reason.
+    """
+    host, port = address.rsplit(":", 1)
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout_s).close()
+    except OSError as error:
+        raise ClusterError(
+            f"training.ray.address: no Ray cluster answers at {address!r} ({error.strerror or error}); "
+            "start one with `ray start --head` or set training.ray.address=null for a local Ray"
+        ) from error
+
+
+def compare_versions(address: str, here: dict[str, str], nodes: dict[str, dict[str, str]]) -> None:
+    """Refuse a cluster whose nodes run other library versions than this process: models would differ.
+
+    Raises
+    ------
+    ClusterError
+        Naming the node, the library and both versions.
+    """
+    for node, versions in sorted(nodes.items()):
+        for name in sorted(here):
+            if versions.get(name) != here[name]:
+                raise ClusterError(
+                    f"training.ray.address: node {node[:12]} of the cluster at {address!r} runs {name} "
+                    f"{versions.get(name)}, this process {here[name]}: models would not be byte-identical"
+                )
+
+
+def check_cluster(address: str) -> None:
+    """Run :func:`library_versions` on every alive node with CPUs and compare with this process."""
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    nodes = sorted(n["NodeID"] for n in ray.nodes() if n["Alive"] and n["Resources"].get("CPU", 0) >= 1)
+    remote = ray.remote(node_versions)
+    refs = [
+        remote.options(num_cpus=1, scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=False)).remote()
+        for node in nodes
+    ]
+    compare_versions(address, library_versions(), dict(zip(nodes, ray.get(refs), strict=True)))
+
+
 def ensure_ray(spec: RaySpec, temp_dir: Path) -> None:
-    """Start Ray (or connect to ``spec.address``) unless this process already did."""
+    """Start a local Ray, or connect to the cluster at ``spec.address`` and check it, unless this process already did.
+
+    Raises
+    ------
+    ClusterError
+        When nothing answers at ``spec.address`` or a node runs other library versions.
+    """
     import ray
 
     if ray.is_initialized():
         return
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    if spec.address is not None:
+        probe_address(spec.address)
+        with tempfile.TemporaryDirectory(prefix="acts-code-") as staging:  # uploaded by ray.init, then not needed
+            ray.init(**ray_init_arguments(spec, stage_code(Path(staging))))
+        try:
+            check_cluster(spec.address)
+        except ClusterError:
+            ray.shutdown()  # disconnect only: the cluster belongs to whoever started it
+            raise
+        return
     temp_dir.mkdir(parents=True, exist_ok=True)
     ray.init(**ray_init_arguments(spec, temp_dir))
+
+
+def in_flight(spec: RaySpec) -> int:
+    """Return how many calls to keep in flight: two per CPU, of the local Ray or of the whole cluster."""
+    import ray
+
+    if spec.address is None:
+        return 2 * spec.num_cpus
+    return 2 * max(1, int(ray.cluster_resources().get("CPU", 1)))
 
 
 def _failure(task: Task, attempts: int, cause: BaseException) -> TrainingTaskError:
@@ -132,7 +253,7 @@ def run_ray(
 ) -> list[Any]:
     """Run ``work(task)`` on Ray workers, ``spec.tasks_per_call`` consecutive tasks a call, results in task order.
 
-    At most ``2 x num_cpus`` calls are in flight. A task that raises a retryable error is retried
+    At most two calls per CPU (of the local Ray, or of the cluster at ``spec.address``) are in flight. A task that raises a retryable error is retried
     ``max_retries`` times in its worker (a worker that dies is replaced and its call retried by Ray
     as often); then the job fails with :class:`TrainingTaskError` naming the failing task's scope
     (symbol or ``global``) and fold, and the calls still in flight are cancelled.
@@ -142,7 +263,7 @@ def run_ray(
 
     ensure_ray(spec, temp_dir)
     remote = ray.remote(run_batch).options(max_retries=spec.max_retries, num_cpus=1)
-    window = 2 * spec.num_cpus
+    window = in_flight(spec)
     pending: dict[Any, tuple[int, list[Task]]] = {}
     results: dict[int, list[Any]] = {}
     iterator: Iterator[tuple[int, list[Task]]] = enumerate(_batches(tasks, spec.tasks_per_call))

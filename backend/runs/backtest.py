@@ -16,7 +16,7 @@ from backend.clock import WallClock
 from backend.engine.pipeline import Pipeline
 from backend.errors import ConfigError
 from backend.home import Home
-from backend.models.bundle import save_bundle
+from backend.models.bundle import ModelBundle, save_bundle
 from backend.runs.runner import Outcome, Progress, execute, frame_sha256, load_bars, train_bundle, write_json
 from execution.accounting.campaigns import CampaignPnl, campaign_pnl, campaign_totals
 from execution.accounting.performance import buy_and_hold, performance
@@ -159,6 +159,30 @@ def report(pipeline: Pipeline, outcome: Outcome, summary: dict[str, object]) -> 
     return render_report(f"ACTS backtest {pipeline.spec.name}", summary, matrix.ts_ms, outcome.equity, prices, markers)
 
 
+def write_inputs(run_dir: Path, pipeline: Pipeline, bars: pl.DataFrame, snapshot: dict[str, str]) -> None:
+    """Write what a run is made of: the resolved spec, the input bars and their lake snapshot and hash."""
+    write_json(run_dir / "spec.json", pipeline.spec.model_dump(mode="json"))
+    bars.write_parquet(run_dir / "inputs.parquet", compression="zstd")
+    write_json(run_dir / "inputs.json", {"lake_snapshot": snapshot, "inputs_sha256": frame_sha256(bars), "rows": bars.height})
+
+
+def write_results(
+    run_dir: Path, pipeline: Pipeline, bundle: ModelBundle, outcome: Outcome, wall_seconds: float, extra: dict[str, object]
+) -> dict[str, object]:
+    """Write the bundle, the outputs, the report and the summary of a finished run; return the summary.
+
+    ``acts backtest`` and every variant of ``acts sweep`` write their run folders through this and
+    :func:`write_inputs`, so a sweep's folders are the same as a backtest's.
+    """
+    save_bundle(bundle, run_dir / "model")
+    write_outputs(run_dir, outcome)
+    summary = summarize(pipeline, outcome, wall_seconds, extra)
+    write_report(run_dir / "report.html", report(pipeline, outcome, summary))
+    summary["report"] = str(run_dir / "report.html")
+    write_json(run_dir / "summary.json", summary)
+    return summary
+
+
 def run_backtest(pipeline: Pipeline, home: Home, run_dir: Path, wall: WallClock, progress: Progress) -> dict[str, object]:
     """Run a backtest of ``pipeline`` and write everything into ``run_dir``; return the summary.
 
@@ -172,21 +196,12 @@ def run_backtest(pipeline: Pipeline, home: Home, run_dir: Path, wall: WallClock,
     prepare_run_dir(run_dir, create=False)
     bars, snapshot = load_bars(pipeline.spec, home, progress)
     prepare_run_dir(run_dir)
-    write_json(run_dir / "spec.json", pipeline.spec.model_dump(mode="json"))
-    bars.write_parquet(run_dir / "inputs.parquet", compression="zstd")
-    write_json(run_dir / "inputs.json", {"lake_snapshot": snapshot, "inputs_sha256": frame_sha256(bars), "rows": bars.height})
+    write_inputs(run_dir, pipeline, bars, snapshot)
     progress(f"training walk-forward on {bars.height} bars" if source in ("train", "cached") else f"using the {source} model: no training")
     trained = wall.monotonic()
     bundle = train_bundle(pipeline, bars, snapshot, progress, home, installed=installed, now_ms=wall.now_ms)
-    save_bundle(bundle, run_dir / "model")
     train_seconds = wall.monotonic() - trained
     progress(f"running the spine over {bars.height} bar events")
     outcome = execute(pipeline, bars, bundle, wall)
-    write_outputs(run_dir, outcome)
-    summary = summarize(
-        pipeline, outcome, wall.monotonic() - started, {"train_seconds": round(train_seconds, 3), "run_dir": str(run_dir)}
-    )
-    write_report(run_dir / "report.html", report(pipeline, outcome, summary))
-    summary["report"] = str(run_dir / "report.html")
-    write_json(run_dir / "summary.json", summary)
-    return summary
+    extra: dict[str, object] = {"train_seconds": round(train_seconds, 3), "run_dir": str(run_dir)}
+    return write_results(run_dir, pipeline, bundle, outcome, wall.monotonic() - started, extra)

@@ -110,3 +110,17 @@ def test_every_config_option_composes_and_validates(override: str) -> None:
         assert pipeline.spec.risk.name == option
     if group == "run":
         assert pipeline.spec.name == option
+
+
+def test_the_sweep_config_composes_and_validates() -> None:
+    import yaml
+
+    from backend.config.schema import SweepSpec
+    from backend.runs.variants import sweep_settings
+
+    settings = sweep_settings([])
+
+    assert isinstance(settings, SweepSpec)
+    raw = yaml.safe_load((REPO / "conf" / "sweep.yaml").read_text(encoding="utf-8"))
+    assert set(raw) == set(SweepSpec.model_fields)
+    assert set(raw["ray"]) <= set(type(settings.ray).model_fields)

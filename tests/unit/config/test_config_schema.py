@@ -460,3 +460,30 @@ def test_lake_data_accepts_any_named_source() -> None:
     data = compose_spec(["data=lake", "data.source=kraken_backfill"]).data
     assert isinstance(data, LakeDataSpec)
     assert data.source == "kraken_backfill"
+
+
+def test_ray_address_defaults_to_none_and_accepts_a_cluster_head_host_and_port() -> None:
+    assert compose_spec().training.ray.address is None
+    spec = compose_spec(["training.ray.enabled=true", "training.ray.address=head-1.example:6379"])
+
+    assert (spec.training.ray.enabled, spec.training.ray.address) == (True, "head-1.example:6379")
+
+
+@pytest.mark.parametrize(
+    ("address", "message"),
+    [
+        ("ray://head:10001", r"'training.ray.address': must be host:port of a running Ray cluster's head .*, was 'ray://head:10001'"),
+        ("head", r"'training.ray.address': must be host:port .*, was 'head'"),
+        ("auto", r"'training.ray.address': must be host:port .*, was 'auto'"),
+        ("head:0", r"'training.ray.address': port must be >= 1 and <= 65535, was 0 in 'head:0'"),
+        ("head:70000", r"'training.ray.address': port must be >= 1 and <= 65535, was 70000 in 'head:70000'"),
+    ],
+)
+def test_a_malformed_ray_address_is_refused_naming_the_key_the_rule_and_the_value(address: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        compose_spec(["training.ray.enabled=true", f"training.ray.address={address!r}"])
+
+
+def test_a_ray_address_without_ray_enabled_is_refused_rather_than_ignored() -> None:
+    with pytest.raises(ConfigError, match=r"'training.ray': 'address' \('h:6379'\) is set but 'enabled' is false: set enabled=true"):
+        compose_spec(["training.ray.address='h:6379'"])

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pickle
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -9,10 +11,23 @@ import pytest
 from lightgbm.basic import LightGBMError
 
 from backend.config.schema import RaySpec
-from backend.errors import ModelError, TrainingTaskError
-import pickle
-
-from backend.models.parallel import TaskFailed, ray_init_arguments, ray_temp_dir, run_batch, run_serial, run_tasks
+from backend.errors import ClusterError, ModelError, TrainingTaskError
+from backend.models import parallel
+from backend.models.parallel import (
+    TaskFailed,
+    code_runtime_env,
+    compare_versions,
+    in_flight,
+    library_versions,
+    node_versions,
+    probe_address,
+    ray_init_arguments,
+    ray_temp_dir,
+    run_batch,
+    run_serial,
+    run_tasks,
+    stage_code,
+)
 
 
 @dataclass(frozen=True)
@@ -76,7 +91,66 @@ def test_ray_runs_locally_without_dashboard_in_the_given_temp_dir_unless_an_addr
         "_temp_dir": str(tmp_path),
         "log_to_driver": False,
     }
-    assert ray_init_arguments(RaySpec(address="ray://head:10001"), tmp_path) == {"address": "ray://head:10001", "log_to_driver": False}
+    assert ray_init_arguments(RaySpec(enabled=True, address="head:6379"), tmp_path) == {
+        "address": "head:6379",
+        "log_to_driver": False,
+        "runtime_env": {"working_dir": str(tmp_path)},
+    }
+
+
+def test_the_code_staged_for_a_cluster_is_this_process_own_packages_without_bytecode(tmp_path: Path) -> None:
+    root = Path(parallel.__file__).parents[2]
+
+    staged = stage_code(tmp_path / "code")
+
+    assert sorted(p.name for p in staged.iterdir()) == ["backend", "execution"]
+    for package in ("backend", "execution"):
+        expected = sorted(str(f.relative_to(root / package)) for f in (root / package).rglob("*.py"))
+        assert sorted(str(f.relative_to(staged / package)) for f in (staged / package).rglob("*.py")) == expected
+    assert (staged / "backend/models/parallel.py").read_bytes() == Path(parallel.__file__).read_bytes()
+    assert not list(staged.rglob("__pycache__")) and not list(staged.rglob("*.pyc"))
+    assert code_runtime_env(staged) == {"working_dir": str(staged)}
+
+
+def test_an_address_nothing_listens_at_is_refused_quickly_naming_the_setting_and_the_address() -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]  # bound, not listening: a connection is refused
+
+        with pytest.raises(ClusterError, match=rf"training.ray.address: no Ray cluster answers at '127.0.0.1:{port}' \(.+\); start one"):
+            probe_address(f"127.0.0.1:{port}", timeout_s=2.0)
+
+
+def test_an_address_something_listens_at_passes_the_probe() -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(1)
+        probe_address(f"127.0.0.1:{sock.getsockname()[1]}", timeout_s=2.0)
+
+
+def test_library_versions_name_what_decides_model_bytes() -> None:
+    import lightgbm
+    import numpy
+    import polars
+
+    versions = library_versions()
+    assert node_versions() == versions
+
+    assert versions == {"python": "3.11." + versions["python"].split(".")[2], "lightgbm": lightgbm.__version__, "numpy": numpy.__version__, "polars": polars.__version__}
+
+
+def test_a_node_with_other_library_versions_is_refused_naming_node_library_and_both_versions() -> None:
+    here = {"lightgbm": "4.7.0", "numpy": "2.4.6"}
+    compare_versions("h:1", here, {"aaaaaaaaaaaaaaaaaaaa": dict(here), "bbbbbbbbbbbbbbbb": {"lightgbm": "4.7.0", "numpy": "2.4.6"}})
+
+    with pytest.raises(ClusterError, match=r"node bbbbbbbbbbbb of the cluster at 'h:1' runs lightgbm 4.6.0, this process 4.7.0: models would not"):
+        compare_versions("h:1", here, {"aaaaaaaaaaaaaaaaaaaa": dict(here), "bbbbbbbbbbbbbbbb": {"lightgbm": "4.6.0", "numpy": "2.4.6"}})
+    with pytest.raises(ClusterError, match=r"runs numpy None, this process 2.4.6"):
+        compare_versions("h:1", here, {"cccc": {"lightgbm": "4.7.0"}})
+
+
+def test_a_local_ray_keeps_two_calls_in_flight_per_configured_cpu() -> None:
+    assert in_flight(RaySpec(enabled=True, num_cpus=3)) == 6
 
 
 def test_ray_temp_dir_is_inside_the_home_when_short_enough_for_ray_sockets(tmp_path: Path) -> None:
