@@ -22,7 +22,8 @@ REPO = Path(__file__).resolve().parents[1]
 def run_once(home: Path, run_dir: Path, overrides: list[str]) -> dict[str, object]:
     env = dict(os.environ, ACTS_HOME=str(home))
     started = time.perf_counter()
-    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    before = usage.ru_maxrss
     subprocess.run(
         [str(REPO / ".venv/bin/acts"), "backtest", "run=bench", f"hydra.run.dir={run_dir}", *overrides],
         check=True,
@@ -30,7 +31,9 @@ def run_once(home: Path, run_dir: Path, overrides: list[str]) -> dict[str, objec
         stdout=subprocess.DEVNULL,
     )
     wall = time.perf_counter() - started
-    peak_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    peak_kib = after.ru_maxrss
+    cpu = after.ru_utime + after.ru_stime - usage.ru_utime - usage.ru_stime
     summary = json.loads((run_dir / "summary.json").read_text())
     return {
         "events": summary["events"],
@@ -41,6 +44,8 @@ def run_once(home: Path, run_dir: Path, overrides: list[str]) -> dict[str, objec
         "timings": summary["timings"],
         "train_seconds": summary["train_seconds"],
         "command_wall_seconds": round(wall, 2),
+        "command_cpu_seconds": round(cpu, 2),
+        "load_average": os.getloadavg(),
         "peak_rss_mib": round(max(peak_kib, before) / 1024, 1),
         "decision_log_sha256": summary["decision_log_sha256"],
     }

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import resource
 import subprocess
 import sys
 import tempfile
@@ -42,6 +43,7 @@ def main() -> dict[str, object]:
     with tempfile.TemporaryDirectory(prefix="acts-bench-replay-") as tmp:
         home, run_dir = Path(tmp) / "home", Path(tmp) / "run"
         started = time.perf_counter()
+        child = resource.getrusage(resource.RUSAGE_CHILDREN)
         subprocess.run(
             [str(REPO / ".venv/bin/acts"), "backtest", "run=bench", f"hydra.run.dir={run_dir}", *sys.argv[1:]],
             check=True,
@@ -49,17 +51,20 @@ def main() -> dict[str, object]:
             stdout=subprocess.DEVNULL,
         )
         backtest_command = time.perf_counter() - started
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        backtest_cpu = after.ru_utime + after.ru_stime - child.ru_utime - child.ru_stime
         summary = json.loads((run_dir / "summary.json").read_text(encoding="utf-8"))
         clock = RecordingClock()
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.process_time()
         report = replay(run_dir, wall=clock)
-        replay_wall = time.perf_counter() - started
+        replay_wall, replay_cpu = time.perf_counter() - started, time.process_time() - cpu
     r = clock.readings
     replay_spine = r[-1] - r[0]
     result = {
         "benchmark": "replay of backtest run=bench (30 symbols x 365 days x 5m)",
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
-        "date": time.strftime("%Y-%m-%d", time.gmtime()),
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "load_average": os.getloadavg(),
         "events": summary["events"],
         "decisions": summary["decisions"],
         "fills": summary["fills"],
@@ -70,6 +75,7 @@ def main() -> dict[str, object]:
             "train_seconds": summary["train_seconds"],
             "wall_seconds": summary["wall_seconds"],
             "command_wall_seconds": round(backtest_command, 2),
+            "command_cpu_seconds": round(backtest_cpu, 2),
         },
         "replay": {
             "spine_seconds": round(replay_spine, 3),
@@ -79,6 +85,7 @@ def main() -> dict[str, object]:
                 "decision_log": round(r[3] - r[2], 4),
             },
             "wall_seconds": round(replay_wall, 3),
+            "cpu_seconds": round(replay_cpu, 2),
             "identical": report.identical,
         },
         "replay_spine_vs_backtest_spine": round(replay_spine / summary["spine_seconds"], 3),

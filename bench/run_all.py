@@ -19,6 +19,7 @@ ORDER = (
     "bench_features.py",
     "bench_ingest.py",
     "bench_backtest.py",
+    "bench_spine.py",
     "bench_strategy.py",
     "bench_paper.py",
     "bench_kraken.py",

@@ -201,7 +201,9 @@ class ModelSpec(Spec):
     global_model: LgbmParamsSpec
     specialist_weight: Fraction
     stacking: StackingSpec = StackingSpec()
-    source: Literal["train", "promoted", "bundle"] = "train"
+    # "cached": train as "train" does, unless the home's training cache holds a model trained on the same
+    # bars under the same training settings (ADR-054); then that one, byte-identical to a retrained one.
+    source: Literal["train", "cached", "promoted", "bundle"] = "train"
 
 
 # ---------------------------------------------------------------- training

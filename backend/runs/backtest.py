@@ -197,9 +197,9 @@ def run_backtest(pipeline: Pipeline, home: Home, run_dir: Path, wall: WallClock,
     bars, snapshot = load_bars(pipeline.spec, home, progress)
     prepare_run_dir(run_dir)
     write_inputs(run_dir, pipeline, bars, snapshot)
-    progress(f"training walk-forward on {bars.height} bars" if source == "train" else f"using the {source} model: no training")
+    progress(f"training walk-forward on {bars.height} bars" if source in ("train", "cached") else f"using the {source} model: no training")
     trained = wall.monotonic()
-    bundle = train_bundle(pipeline, bars, snapshot, progress, home, installed=installed)
+    bundle = train_bundle(pipeline, bars, snapshot, progress, home, installed=installed, now_ms=wall.now_ms)
     train_seconds = wall.monotonic() - trained
     progress(f"running the spine over {bars.height} bar events")
     outcome = execute(pipeline, bars, bundle, wall)

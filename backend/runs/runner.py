@@ -152,11 +152,14 @@ def train_bundle(
     home: Home | None = None,
     dataset: pl.DataFrame | None = None,
     installed: InstalledBundle | None = None,
+    now_ms: Callable[[], int] | None = None,
 ) -> ModelBundle:
     """Return the bundle for ``pipeline``: trained walk-forward on ``bars``, the promoted one, or the installed one.
 
     With ``model.source=promoted`` the registry's promoted bundle is loaded (and verified) instead
     of training; with ``model.source=bundle`` ``installed`` supplies the home's installed bundle.
+    With ``model.source=cached`` the home's training cache supplies a model trained on the same bars
+    under the same training settings, or the model is trained and cached (registered at ``now_ms()``).
     Paper, shadow and live modes accept only those. ``dataset`` is :func:`training_dataset` of
     ``bars`` when the caller has it already.
 
@@ -184,7 +187,6 @@ def train_bundle(
         raise ModelError(
             f"mode {spec.mode.value} runs only on a promoted model: set model.source=promoted (was {spec.model.source!r})"
         )
-    dataset = dataset if dataset is not None else training_dataset(spec, bars)
     lineage = {
         "spec_hash": pipeline.spec_hash,
         "features": canonical_json(spec.features),
@@ -194,7 +196,13 @@ def train_bundle(
         "lake_snapshot": snapshot,
         "inputs_sha256": frame_sha256(bars),
     }
-    return train_walk_forward(
+    cache = training_cache(home) if spec.model.source == "cached" else None
+    key = training_key(pipeline, lineage) if cache is not None else ""
+    if cache is not None and (hit := cached_version(cache, key)) is not None:
+        progress(f"using cached model {hit}: trained on the same bars under the same training settings")
+        return cache.bundle(hit)
+    dataset = dataset if dataset is not None else training_dataset(spec, bars)
+    bundle = train_walk_forward(
         dataset,
         pipeline.feature_names,
         spec.universe.clusters,
@@ -205,6 +213,34 @@ def train_bundle(
         progress,
         ray_temp_dir(home.root),
     )
+    if cache is not None:
+        cache.register(bundle, {"training_key": key}, now_ms() if now_ms is not None else 0, "trained (training cache)")
+    return bundle
+
+
+def training_cache(home: Home) -> ModelRegistry:
+    """Return the home's training cache: a model registry of its own (``registry/cache``), apart from the promoted line."""
+    return ModelRegistry(home.root / "registry" / "cache")
+
+
+def training_key(pipeline: Pipeline, lineage: dict[str, object]) -> str:
+    """Return what identifies a walk-forward training: the bars, features, labels and settings, not the run around them.
+
+    The risk profile, the strategy and the run's name do not shape the models, so they are left out (the lineage
+    less its ``spec_hash``); the model parameters and the seed do.
+    """
+    spec = pipeline.spec
+    shaping = {k: v for k, v in lineage.items() if k != "spec_hash"}
+    model = spec.model.model_dump(mode="json", exclude={"source"})
+    return content_hash({"lineage": shaping, "model": model, "seed": spec.seed, "clusters": spec.universe.clusters})
+
+
+def cached_version(cache: ModelRegistry, key: str) -> str | None:
+    """Return the cached model version trained under ``key``, or None."""
+    for record in cache.records():
+        if record["training_key"] == key:
+            return str(record["version"])
+    return None
 
 
 def frame_sha256(frame: pl.DataFrame) -> str:

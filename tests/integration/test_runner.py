@@ -30,8 +30,12 @@ from backend.runs.runner import (
     load_bars,
     market_matrix,
     model_training_json,
+    round_trip_cost,
+    cached_version,
     simulated_source,
     train_bundle,
+    training_cache,
+    training_key,
     write_json,
 )
 
@@ -333,3 +337,46 @@ def test_any_other_frame_is_scattered_cell_by_cell(rows: list[tuple[int, str]]) 
     assert int((~np.isnan(out)).sum()) == len(rows)
     for value, (ts, symbol) in enumerate(rows):
         assert out[int(np.searchsorted(times, ts)), code[symbol]] == float(value)
+
+
+# ---------------------------------------------------------------- the training cache (model.source=cached)
+def test_a_cached_source_trains_once_then_reuses_the_same_models_for_any_profile(
+    loaded: tuple[pl.DataFrame, dict[str, str]], bundle: ModelBundle, tmp_path: Path
+) -> None:
+    bars, snapshot = loaded
+    home = Home(tmp_path)
+    cached = compile_pipeline(small_spec(FAST, "model.source=cached"))
+    messages: list[str] = []
+    first = train_bundle(cached, bars, snapshot, messages.append, home, now_ms=lambda: 1234)
+    assert any(m.startswith("trained") for m in messages)
+    # Training is deterministic: the cached models are the ones model.source=train trains.
+    assert [m.text for m in first.models] == [m.text for m in bundle.models]
+    (record,) = training_cache(home).records()
+    assert (record["version"], record["status"], record["created_ms"]) == (first.version, "candidate", 1234)
+    assert record["training_key"] == training_key(cached, first.lineage)
+    assert cached_version(training_cache(home), "0" * 64) is None  # another training is not this one
+    assert not (home.root / "registry" / "models").exists()  # the promoted line is untouched
+
+    messages.clear()
+    again = train_bundle(cached, bars, snapshot, messages.append, home)
+    assert again.version == first.version and again.models == first.models
+    assert messages == [f"using cached model {first.version}: trained on the same bars under the same training settings"]
+    other_profile = compile_pipeline(small_spec(FAST, "model.source=cached", "risk=conservative"))
+    assert train_bundle(other_profile, bars, snapshot, _quiet, home).version == first.version
+    assert len(training_cache(home).records()) == 1
+
+
+@pytest.mark.parametrize("change", ["seed=8", "training.label.horizon_bars=36", "model.global_model.n_estimators=21", "execution.taker_fee_bps=20"])
+def test_the_training_key_changes_with_what_shapes_the_models(bundle: ModelBundle, change: str) -> None:
+    def key(*overrides: str) -> str:  # the lineage as train_bundle records it for that spec, on the same bars
+        pipeline = compile_pipeline(small_spec(FAST, "model.source=cached", *overrides))
+        spec = pipeline.spec
+        lineage = dict(bundle.lineage, training=model_training_json(spec), label_round_trip_cost=round_trip_cost(spec))
+        return training_key(pipeline, dict(lineage, spec_hash=pipeline.spec_hash))
+
+    assert key(change) != key()
+    assert key("risk=conservative") == key("strategy=flat_holding_v1") == key()
+
+
+def test_an_empty_training_cache_has_no_version(tmp_path: Path) -> None:
+    assert cached_version(training_cache(Home(tmp_path)), "0" * 64) is None
