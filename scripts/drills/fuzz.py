@@ -221,8 +221,10 @@ def cli_arguments(parser: argparse.ArgumentParser, path: tuple[str, ...] = ()) -
 
 
 def _filler(action: argparse.Action) -> list[str]:
+    """A valid value for a required argument: a choice argument's first choice as declared (the least
+    consequential one: ``--mode paper`` before ``live``), else a number or a word."""
     if action.choices:
-        value = sorted(action.choices)[0]
+        value = list(action.choices)[0]
     else:
         value = "1" if action.type is not None else "x"
     return [value] if not action.option_strings else [action.option_strings[0], value]
