@@ -29,6 +29,7 @@ from execution.brokers.kraken import kraken_client_id
 LIVE = ("query-funds", "query-open-trades", "query-closed-trades", "modify-trades", "close-trades")
 WINDOW_START_BAR = 2600  # the recorded run trades around here (entries, scale-outs, re-entries, exits)
 POLLS = 80
+FAULT_START_BAR, FAULT_POLLS = 2150, 300
 
 
 @pytest.fixture(scope="module")
@@ -158,9 +159,11 @@ def test_every_emulator_fault_is_handled_with_journal_evidence(model: tuple, tmp
         PrivateFault(endpoint="AddOrder", calls=(10, 11, 12, 13), error="EService:Unavailable"),
         PrivateFault(endpoint="ClosedOrders", calls=(5,), status=500),
     ))  # fmt: skip
-    made = Session(model, tmp_path, faults)
+    # From before the recorded run's first entry, long enough for the ~10 orders the schedule above needs (the
+    # cost-aware strategy trades sparsely: a few orders in any 80 bars).
+    made = Session(model, tmp_path, faults, start_bar=FAULT_START_BAR)
     try:
-        _, runtime = made.run(POLLS, "live")
+        _, runtime = made.run(FAULT_POLLS, "live")
     finally:
         made.stop()
     events = broker_events(tmp_path / "state")
