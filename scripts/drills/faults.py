@@ -13,9 +13,14 @@ bars reach a lake). The outcome is compared with a clean run of the same provide
 - a revised bar: the stored bar carries the revised close; evidence: a revision record keeping the old value.
 
 Kraken's trade feed rebuilds bars from trades, so bar faults (gap, late, revised) do not apply to it;
-the drill runs the transport and payload faults there. No broker call exists yet outside the process
-(the simulated broker is in-process; a Kraken private API emulator belongs to issue 13), so there is no
-broker fault to inject.
+the drill runs the transport and payload faults there.
+
+The broker section (:mod:`scripts.drills.broker_faults`) runs the Kraken live broker (ccxt against the
+emulator's private API) under every fault the emulator injects on each private call it makes (AddOrder,
+OpenOrders and ClosedOrders by client id, CancelAll, CancelOrder): rate limit, 5xx, timeout (before and,
+for writes, after the call is carried out), invalid nonce, insufficient funds, invalid arguments, truncated
+and malformed bodies. A case is handled when Kraken holds no duplicate order, no fill is lost, the journal
+agrees with Kraken and ``broker_events`` carries the error class.
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ from backend.data.state import EvidenceKind, IngestState
 from backend.sandbox.coinapi import CoinApiEmulator
 from backend.sandbox.faults import FaultSpec
 from backend.sandbox.kraken import KrakenEmulator
+from scripts.drills.broker_faults import BrokerCase, broker_drill
 from scripts.drills.kills import KEY, START_MS, drill_bars
 
 BAR_MS = 300_000
@@ -104,17 +110,23 @@ class FaultCase:
 
 @dataclass
 class FaultDrill:
-    """Every case of the fault drill."""
+    """Every case of the fault drill: the providers' and the broker's."""
 
     cases: list[FaultCase] = field(default_factory=list)
+    broker: list[BrokerCase] = field(default_factory=list)
     seconds: float = 0.0
 
     @property
     def handled(self) -> int:
         return sum(c.handled for c in self.cases)
 
+    @property
+    def broker_handled(self) -> int:
+        return sum(c.handled for c in self.broker)
+
     def as_dict(self) -> dict[str, Any]:
-        return {"cases": len(self.cases), "handled": self.handled, "seconds": self.seconds}
+        return {"cases": len(self.cases), "handled": self.handled, "broker_cases": len(self.broker),
+                "broker_handled": self.broker_handled, "seconds": self.seconds}  # fmt: skip
 
 
 def _emulator(source: Source, bars: pl.DataFrame, faults: FaultSpec, now_ms: int) -> Any:
@@ -177,7 +189,7 @@ def fault_case(source: Source, fault: str, spec: FaultSpec, bars: pl.DataFrame, 
 
 
 def fault_drill(root: Path) -> FaultDrill:
-    """Every provider under every fault that applies to it."""
+    """Every provider under every fault that applies to it, then every broker call under its faults."""
     started = time.monotonic()
     drill = FaultDrill()
     bars = drill_bars(N, 11).filter(pl.col("symbol") == "BTC")
@@ -192,5 +204,6 @@ def fault_drill(root: Path) -> FaultDrill:
             if source is Source.KRAKEN_TRADES and fault in BAR_FAULTS:
                 continue
             drill.cases.append(fault_case(source, fault, spec, bars, clean, root / source.value / fault.replace(" ", "-")))
+    drill.broker = broker_drill(bars, root / "broker")
     drill.seconds = time.monotonic() - started
     return drill

@@ -136,8 +136,7 @@ def render(results: dict[str, Any], trials: int, examples: int, seed: int, start
         "Every provider call under every fault the emulators inject (backfill, then an ingest with a 60-bar lookback). "
         "Handled: the lake is what it must be (the clean lake; without the hidden bars; with the revised close) and "
         "the fault left evidence. Evidence counts retries plus failed responses kept raw (transport faults), or the "
-        "evidence records (quarantine, gap, late arrival, revision). The only broker is in-process (the simulated "
-        "broker behind the journal); a Kraken private-API emulator with broker faults belongs to issue 13.",
+        "evidence records (quarantine, gap, late arrival, revision).",
         "",
         "| provider | fault | handled | retries | failed responses kept | evidence | outcome |",
         "|---|---|---|---|---|---|---|",
@@ -145,7 +144,23 @@ def render(results: dict[str, Any], trials: int, examples: int, seed: int, start
     for c in faults.cases:
         lines.append(f"| {c.source} | {c.fault} | {'yes' if c.handled else '**no**'} | {c.retries} | {c.failed_responses} | "
                      f"{c.evidence} | {c.detail} |")  # fmt: skip
-    lines += ["", f"{faults.handled} of {len(faults.cases)} cases handled, in {faults.seconds:.0f} s.", ""]
+    lines += ["", f"{faults.handled} of {len(faults.cases)} provider cases handled.", ""]
+    lines += [
+        "### Broker faults",
+        "",
+        "The Kraken live broker (ccxt against the emulator's private API) with one fault on the first call of each "
+        "private endpoint it uses: a market order submitted and its fill read back (AddOrder, OpenOrders, "
+        "ClosedOrders), a resting order cancelled by the kill switch (CancelAll), an order under an unknown client id "
+        "cancelled on start (OpenOrders, CancelOrder). Handled: no duplicate order on Kraken, every fill applied once "
+        "(none when the order is refused), the journal agrees with Kraken, and `broker_events` carries the error class.",
+        "",
+        "| call | fault | handled | orders on Kraken | fills applied | error classes in the journal | outcome |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for b in faults.broker:
+        lines.append(f"| {b.call} | {b.fault} | {'yes' if b.handled else '**no**'} | {b.orders} | {b.fills} | "
+                     f"{', '.join(b.evidence) or 'none'} | {b.detail} |")  # fmt: skip
+    lines += ["", f"{faults.broker_handled} of {len(faults.broker)} broker cases handled; the fault drill took {faults.seconds:.0f} s.", ""]
     return "\n".join(lines)
 
 

@@ -23,10 +23,11 @@ from backend.bundles.store import BundleStore
 from backend.data.lake import lake_files
 from backend.runtime.paper import JOURNAL_FILE, PaperRuntimeError
 from backend.sandbox.coinapi import CoinApiEmulator
+from backend.sandbox.faults import FaultSpec, PrivateFault
 from backend.config.compose import compose_spec
 from scripts.cli import main
 from scripts.commands.drill import record
-from scripts.drills import bundles, fuzz, kills, report
+from scripts.drills import broker_faults, bundles, fuzz, kills, report
 from scripts.drills.fuzz import FuzzTarget
 
 
@@ -92,13 +93,58 @@ def test_every_provider_fault_is_handled_with_evidence(results: dict[str, Any]) 
     assert faults.as_dict()["handled"] == 21
 
 
+def test_every_broker_call_runs_under_every_fault_and_the_gaps_count_as_not_handled(results: dict[str, Any]) -> None:
+    cases = {(c.call, c.fault): c for c in results["faults"].broker}
+
+    assert len(cases) == len(results["faults"].broker) == 49
+    assert sorted({call for call, _ in cases}) == sorted(call for call, *_ in broker_faults.CALLS)
+    assert all(c.orders <= 1 for c in cases.values())  # never a duplicate order on Kraken
+    for fault in ("EAPI:Rate limit exceeded (429)", "5xx", "timeout", "5xx after accept", "timeout after accept", "EAPI:Invalid nonce"):
+        sent = cases[("AddOrder (submit)", fault)]  # retried, or reconciled by client id: one order, its fill applied once
+        assert (sent.handled, sent.orders, sent.fills) == (True, 1, 1), sent
+    for fault, error_class in (("EOrder:Insufficient funds", "insufficient_funds"), ("EGeneral:Invalid arguments", "invalid_arguments")):
+        refused = cases[("AddOrder (submit)", fault)]
+        assert (refused.handled, refused.orders, refused.fills, refused.evidence) == (True, 0, 0, (error_class,)), refused
+    for call in ("OpenOrders (fill read)", "ClosedOrders (fill read)"):
+        assert cases[(call, "5xx")].handled and cases[(call, "5xx")].evidence == ("unavailable",)
+    # The gaps the drill finds are counted, not hidden: ccxt reads a truncated body as an empty answer (no
+    # evidence), a failed CancelAll is not retried (the order rests on Kraken), a failed start reconcile raises.
+    truncated = cases[("AddOrder (submit)", "truncated body")]
+    assert not truncated.handled and truncated.evidence == () and truncated.fills == 1
+    assert not cases[("CancelAll (kill switch)", "5xx")].handled and "Kraken order open" in cases[("CancelAll (kill switch)", "5xx")].detail
+    assert cases[("CancelAll (kill switch)", "5xx after accept")].handled
+    assert "start raised unavailable" in cases[("CancelOrder (start reconcile)", "5xx")].detail
+    assert results["faults"].broker_handled == sum(c.handled for c in cases.values()) == 20
+    assert results["faults"].as_dict()["broker_cases"] == 49
+
+
+def test_a_fill_never_read_and_an_order_placed_despite_a_refusal_count_as_not_handled(tmp_path: Path) -> None:
+    bars = kills.drill_bars(60, 11).filter(pl.col("symbol") == "BTC")
+    markets = broker_faults.load_markets(bars)
+    reads_fail = FaultSpec(private_faults=(PrivateFault(endpoint="OpenOrders", calls=(1, 2, 3), status=502),))
+
+    lost = broker_faults.broker_case("OpenOrders (fill read)", "OpenOrders", "session", "5xx", reads_fail, bars, markets, tmp_path / "a")
+    # Named a refusal, but the 5xx only delays the order: Kraken holds one where the refusal must leave none.
+    placed = broker_faults.broker_case("AddOrder (submit)", "AddOrder", "session", "EOrder:Insufficient funds",
+                                       FaultSpec(private_faults=(PrivateFault(endpoint="AddOrder", calls=(1,), status=502),)),
+                                       bars, markets, tmp_path / "b")  # fmt: skip
+
+    assert (lost.handled, lost.orders, lost.fills, lost.evidence) == (False, 1, 0, ("unavailable",) * 3)
+    assert "1 filled, 0 fill(s) applied, journal ACKNOWLEDGED" in lost.detail
+    assert (placed.handled, placed.orders, placed.fills) == (False, 1, 1)
+
+
 def test_the_page_has_date_machine_and_every_table(results: dict[str, Any]) -> None:
     page = report.render(results, 3, 20, 5, report.now(), 12.0, report.machine())
 
     assert page.startswith("# Reliability drills\n")
     assert "cores, Python 3.11" in page and "load average" in page
-    for heading in ("## SIGKILL at random points", "## Kill switch engaged", "## Fuzzing (Hypothesis)", "## Emulator faults"):
+    for heading in ("## SIGKILL at random points", "## Kill switch engaged", "## Fuzzing (Hypothesis)", "## Emulator faults",
+                    "### Broker faults"):  # fmt: skip
         assert heading in page
+    assert "| AddOrder (submit) | 5xx after accept | yes | 1 | 1 | unavailable |" in page
+    assert "| CancelAll (kill switch) | truncated body | **no** | 1 | 0 | none |" in page
+    assert "20 of 49 broker cases handled" in page
     assert "| backfill | 3 |" in page and "| bundle install | 3 |" in page
 
 
