@@ -40,7 +40,7 @@ from backend.models.metrics import average_ranks
 PROBABILITY_TARGETS = ("p_up", "p_recovery")
 LOGIT_EPS = 1e-9
 NEWTON_STEPS = 100
-NEWTON_TOLERANCE = 1e-12
+NEWTON_TOLERANCE = 1e-10  # relative to the coefficients (see fit_logistic)
 WINSOR_QUANTILE = 0.01
 
 
@@ -224,7 +224,9 @@ def fit_logistic(columns: list[np.ndarray], y: np.ndarray, l2: float) -> tuple[f
         gradient[1:] -= l2 * coef[1:]
         step = np.linalg.solve(hessian, gradient)
         coef = coef + step
-        if float(np.max(np.abs(step))) < NEWTON_TOLERANCE:
+        # Relative to the coefficients' size: near the optimum a step is rounding noise of |coef| x 1e-16 or so,
+        # which an absolute bound on large coefficients (strong separation) would never see.
+        if float(np.max(np.abs(step))) < NEWTON_TOLERANCE * (1.0 + float(np.max(np.abs(coef)))):
             return tuple(float(c) for c in coef)
     raise ModelError(f"logistic stacker did not converge in {NEWTON_STEPS} Newton steps on {len(y)} rows")
 

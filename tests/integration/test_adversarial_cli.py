@@ -137,6 +137,20 @@ def test_every_float_flag_refuses_non_finite_values(capsys: pytest.CaptureFixtur
     assert not acts_home.exists()
 
 
+@pytest.mark.parametrize(("argv", "flag", "value"), [
+    (("data", "backfill", "--rate", "fast"), "--rate", "fast"),
+    (("data", "reconcile", "--tolerance-bps", "50bps"), "--tolerance-bps", "50bps"),
+    (("run", "--mode", "paper", "--poll-seconds", "1,5"), "--poll-seconds", "1,5"),
+])  # fmt: skip
+def test_every_float_flag_refuses_a_non_number_naming_the_flag_and_the_text(
+    capsys: pytest.CaptureFixture[str], acts_home: Path, argv: tuple[str, ...], flag: str, value: str
+) -> None:
+    err = refused_by_argparse(capsys, *argv)
+
+    assert f"argument {flag}: must be a number, was '{value}'" in err
+    assert not acts_home.exists()
+
+
 @pytest.mark.parametrize("value", [".nan", ".inf", "-.inf"])
 def test_a_profile_value_nan_or_inf_says_it_must_be_a_finite_number(db: Path, value: str) -> None:
     code, _, err = acts("profile", "set", f"position_size_pct={value}", "--author", "a", "--reason", "r")

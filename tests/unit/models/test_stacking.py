@@ -279,6 +279,19 @@ def test_fitting_the_same_rows_twice_gives_the_same_coefficients_to_the_bit() ->
     assert fit_stacker(1, "expected_return", 10**12, rows, 100, 1.0, 0.4) == fit_stacker(1, "expected_return", 10**12, rows, 100, 1.0, 0.4)
 
 
+def test_a_logistic_fit_on_boosters_that_never_vary_converges_to_the_base_rate() -> None:
+    # Found by CI: a fold whose boosters all said p = 1e-9 (logit -20.72 on every row); with a 1e-12 absolute
+    # bound Newton's method cycled between two points 7e-12 apart and the training run failed.
+    never = np.full(503, logit(np.array([0.0]))[0])
+    y = np.zeros(503)
+    y[[344, 348, 388, 405, 409, 413, 417, 421, 425, 429, 433, 437, 441, 445, 449, 453, 456, 457, 460, 463, 466, 469, 472, 475]] = 1.0
+
+    c0, c1, c2 = fit_logistic([never, never.copy()], y, 1.0)
+
+    assert c0 == pytest.approx(math.log(24 / 479), abs=1e-9)
+    assert (c1, c2) == pytest.approx((0.0, 0.0), abs=1e-9)
+
+
 def test_a_logistic_fit_that_does_not_converge_in_its_steps_raises(monkeypatch: pytest.MonkeyPatch) -> None:
     rng = np.random.default_rng(10)
     x1 = rng.standard_normal(500)
