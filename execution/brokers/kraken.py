@@ -39,6 +39,7 @@ LIVE_JOURNAL_FILE = "live_orders.sqlite"
 Crash = Callable[[int, str], None]
 RETRY = frozenset({KrakenErrorClass.RATE_LIMIT, KrakenErrorClass.NONCE})
 RECONCILE = frozenset({KrakenErrorClass.UNAVAILABLE, KrakenErrorClass.TIMEOUT})
+TRANSIENT = RETRY | RECONCILE  # worth another try on a read or an idempotent write (CancelAll, CancelOrder)
 _EVENTS = """
 CREATE TABLE IF NOT EXISTS broker_events (
     seq INTEGER PRIMARY KEY AUTOINCREMENT, ts INTEGER NOT NULL, order_id TEXT NOT NULL, kind TEXT NOT NULL,
@@ -105,6 +106,22 @@ class KrakenBroker(SimulatedBroker):
         ).fetchall()
         return [{"ts": r[0], "order_id": r[1], "kind": r[2], "error_class": r[3], "kraken_error": r[4],
                  "detail": json.loads(r[5])} for r in rows]  # fmt: skip
+
+    def _retried(self, endpoint: str, order_id: str, kind: str, action: Callable[[], object]) -> object:
+        """Run an idempotent call, retrying transient classes with back-off; each failure is journalled.
+
+        The last error (or the first permanent one) is raised once ``max_attempts`` are spent.
+        """
+        attempt = 1
+        while True:
+            try:
+                return call(endpoint, action)
+            except KrakenCallError as error:
+                self._evidence(order_id, kind, error, attempt=attempt)
+                if error.error_class not in TRANSIENT or attempt >= self.max_attempts:
+                    raise
+            self.sleep(self.backoff_seconds * 2 ** (attempt - 1))
+            attempt += 1
 
     # ------------------------------------------------------------------ orders
     def _find(self, order: MarketOrder) -> dict[str, Any] | None:
@@ -215,9 +232,9 @@ class KrakenBroker(SimulatedBroker):
         """Cancel every open order on Kraken (the kill switch); return the ids of the journal's cancelled ones."""
         cancelled = []
         try:
-            call("CancelAll", self.client.cancel_all_orders)
+            self._retried("CancelAll", "*", "CANCEL_ALL_FAILED", self.client.cancel_all_orders)
         except KrakenCallError as error:
-            self._evidence("*", "CANCEL_ALL_FAILED", error)
+            self._evidence("*", "KILL_SWITCH_INCOMPLETE", error)
         for order in list(self.pending):
             try:
                 found = self._find(order)
@@ -233,11 +250,21 @@ class KrakenBroker(SimulatedBroker):
     def restored_problem(self) -> str | None:
         """Reconcile with Kraken on start: cancel open orders it holds under a client id the journal does not know."""
         known = {kraken_client_id(r["client_order_id"]) for r in self._journal_orders()}
-        for open_order in call("OpenOrders", self.client.fetch_open_orders):  # type: ignore[union-attr]
+        try:
+            opened = self._retried("OpenOrders", "*", "START_READ_FAILED", self.client.fetch_open_orders)
+        except KrakenCallError as error:
+            self._evidence("*", "START_RECONCILE_FAILED", error)
+            return f"start reconcile could not read Kraken's open orders ({error.error_class.value}): {error.kraken_error}"
+        for open_order in opened:  # type: ignore[attr-defined]
             client_id = open_order.get("clientOrderId")
             if client_id is not None and client_id not in known:
                 self._evidence(str(client_id), "UNKNOWN_OPEN_ORDER_CANCELLED", txid=open_order["id"])
-                call("CancelOrder", lambda open_order=open_order: self.client.cancel_order(open_order["id"]))
+                try:
+                    self._retried("CancelOrder", str(client_id), "START_CANCEL_FAILED",
+                                  lambda open_order=open_order: self.client.cancel_order(open_order["id"]))  # fmt: skip
+                except KrakenCallError as error:
+                    self._evidence(str(client_id), "START_RECONCILE_FAILED", error)
+                    return f"start reconcile could not cancel unknown order {open_order['id']} ({error.error_class.value}): {error.kraken_error}"
         return None
 
     def _journal_orders(self) -> list[dict[str, Any]]:
