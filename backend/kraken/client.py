@@ -9,6 +9,7 @@ decide on retry, back-off or reconciliation by class, never by message text.
 from __future__ import annotations
 
 import enum
+import json
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -33,6 +34,7 @@ class KrakenErrorClass(enum.Enum):
     UNKNOWN_METHOD = "unknown_method"  # feature unavailable on this server
     UNAVAILABLE = "unavailable"  # 5xx, EService: retry later; a write must be reconciled first
     TIMEOUT = "timeout"  # no answer: a write must be reconciled first
+    MALFORMED = "malformed_answer"  # a 2xx body that does not parse or lacks the call's fields: like a timeout
     OTHER = "other"
 
 
@@ -92,6 +94,8 @@ def classify(error: Exception) -> KrakenErrorClass:
     """Return the class of a ccxt exception raised by a Kraken call."""
     if isinstance(error, ccxt.RequestTimeout):
         return KrakenErrorClass.TIMEOUT
+    if isinstance(error, MalformedAnswer):
+        return KrakenErrorClass.MALFORMED
     text = kraken_error_of(str(error))
     for prefix, error_class in _BY_PREFIX:
         if text.startswith(prefix):
@@ -123,6 +127,37 @@ class NonceSource:
             return self._last
 
 
+# The field a private call's result must carry (Kraken's REST reference); its absence is a malformed answer.
+REQUIRED_RESULT = {"AddOrder": "txid", "OpenOrders": "open", "ClosedOrders": "closed", "CancelAll": "count",
+                   "CancelOrder": "count"}  # fmt: skip
+
+
+class MalformedAnswer(ccxt.BadResponse):  # type: ignore[misc]
+    """A private answer that does not parse as Kraken's envelope, or whose result lacks the call's field."""
+
+
+def check_private_answer(code: int, url: str, body: str) -> None:
+    """Raise :class:`MalformedAnswer` when a 2xx private answer is not ``{"error": [...], "result": {...}}``
+    with the field its endpoint must return (ccxt would read a truncated body as an empty answer)."""
+    if "/private/" not in url or not 200 <= code < 300:
+        return
+    endpoint = url.split("/private/")[1].split("?")[0]
+    try:
+        answer = json.loads(body)
+    except ValueError:
+        raise MalformedAnswer(f"malformed answer from {endpoint}: body of {len(body)} characters does not parse") from None
+    if not isinstance(answer, dict) or not isinstance(answer.get("error"), list):
+        raise MalformedAnswer(f"malformed answer from {endpoint}: no 'error' list")
+    if answer["error"]:
+        return  # Kraken's own error: ccxt maps it
+    result = answer.get("result")
+    field = REQUIRED_RESULT.get(endpoint)
+    if not isinstance(result, dict):
+        raise MalformedAnswer(f"malformed answer from {endpoint}: 'result' is not an object")
+    if field is not None and field not in result:
+        raise MalformedAnswer(f"malformed answer from {endpoint}: result lacks '{field}'")
+
+
 ResponseHook = Callable[[int, str, str], None]  # (HTTP status, url, body text) of every response
 
 
@@ -138,6 +173,7 @@ class _Kraken(ccxt.kraken):  # type: ignore[misc]
         # Called before ccxt parses the body: the raw store keeps it first.
         if self.response_hook is not None:
             self.response_hook(int(code), url, body)
+        check_private_answer(int(code), url, body)
         return body
 
 

@@ -38,7 +38,7 @@ from execution.orders.lifecycle import OrderStatus, OrderTrigger
 LIVE_JOURNAL_FILE = "live_orders.sqlite"
 Crash = Callable[[int, str], None]
 RETRY = frozenset({KrakenErrorClass.RATE_LIMIT, KrakenErrorClass.NONCE})
-RECONCILE = frozenset({KrakenErrorClass.UNAVAILABLE, KrakenErrorClass.TIMEOUT})
+RECONCILE = frozenset({KrakenErrorClass.UNAVAILABLE, KrakenErrorClass.TIMEOUT, KrakenErrorClass.MALFORMED})
 TRANSIENT = RETRY | RECONCILE  # worth another try on a read or an idempotent write (CancelAll, CancelOrder)
 _EVENTS = """
 CREATE TABLE IF NOT EXISTS broker_events (
@@ -234,7 +234,8 @@ class KrakenBroker(SimulatedBroker):
         try:
             self._retried("CancelAll", "*", "CANCEL_ALL_FAILED", self.client.cancel_all_orders)
         except KrakenCallError as error:
-            self._evidence("*", "KILL_SWITCH_INCOMPLETE", error)
+            self._evidence("*", "CANCEL_ALL_GAVE_UP", error)
+            self._cancel_each()
         for order in list(self.pending):
             try:
                 found = self._find(order)
@@ -244,8 +245,21 @@ class KrakenBroker(SimulatedBroker):
             if found is not None and found["info"].get("status") == "canceled":
                 self.journal.apply(order.order_id, OrderTrigger.CANCEL, ts, "KILL_SWITCH")
                 cancelled.append(order.order_id)
+            elif found is not None and found["info"].get("status") in ("open", "pending"):
+                self._evidence(order.order_id, "KILL_SWITCH_INCOMPLETE", txid=found["id"])  # loud: still open on Kraken
         self.drop(set(cancelled))
         return cancelled
+
+    def _cancel_each(self) -> None:
+        # CancelAll was refused or kept failing: cancel the broker's own open orders one by one.
+        for order in self.pending:
+            try:
+                found = self._find(order)
+                if found is not None and found["info"].get("status") in ("open", "pending"):
+                    self._retried("CancelOrder", order.order_id, "CANCEL_ORDER_FAILED",
+                                  lambda found=found: self.client.cancel_order(found["id"]))  # fmt: skip
+            except KrakenCallError as error:
+                self._evidence(order.order_id, "CANCEL_ORDER_GAVE_UP", error)
 
     def restored_problem(self) -> str | None:
         """Reconcile with Kraken on start: cancel open orders it holds under a client id the journal does not know."""
@@ -263,9 +277,18 @@ class KrakenBroker(SimulatedBroker):
                     self._retried("CancelOrder", str(client_id), "START_CANCEL_FAILED",
                                   lambda open_order=open_order: self.client.cancel_order(open_order["id"]))  # fmt: skip
                 except KrakenCallError as error:
+                    if not self._still_open(open_order["id"]):  # the cancel was carried out before the fault
+                        continue
                     self._evidence(str(client_id), "START_RECONCILE_FAILED", error)
                     return f"start reconcile could not cancel unknown order {open_order['id']} ({error.error_class.value}): {error.kraken_error}"
         return None
+
+    def _still_open(self, txid: str) -> bool:
+        try:
+            opened = self._retried("OpenOrders", "*", "START_READ_FAILED", self.client.fetch_open_orders)
+        except KrakenCallError:
+            return True  # unknown: fail closed
+        return any(o["id"] == txid for o in opened)  # type: ignore[attr-defined]
 
     def _journal_orders(self) -> list[dict[str, Any]]:
         rows = self._conn.execute("SELECT client_order_id FROM orders").fetchall()

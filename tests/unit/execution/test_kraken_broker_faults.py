@@ -37,20 +37,62 @@ def test_the_kill_switch_retries_cancel_all_after_a_transient_fault(kind: dict[s
     assert "Kraken order canceled, journal CANCELLED" == case.detail
 
 
-def test_the_kill_switch_journals_a_loud_failure_when_cancel_all_retries_are_spent(bars: pl.DataFrame,
+def test_the_kill_switch_cancels_order_by_order_when_cancel_all_retries_are_spent(bars: pl.DataFrame,
                                                                                    markets: tuple[Any, Any], tmp_path: Path) -> None:  # fmt: skip
     desk = broker_faults.Desk(bars, _spec("CancelAll", (1, 2, 3, 4), status=502), markets, tmp_path)
     try:
-        broker_faults._kill(desk, False)
+        ok, *_ = broker_faults._kill(desk, False)
         kinds = [(e["kind"], e["error_class"], e["detail"].get("attempt")) for e in desk.broker.events()]
     finally:
         desk.stop()
 
-    assert [k for k in kinds if k[0] in ("CANCEL_ALL_FAILED", "KILL_SWITCH_INCOMPLETE")] == [
+    assert [k for k in kinds if k[0] in ("CANCEL_ALL_FAILED", "CANCEL_ALL_GAVE_UP")] == [
         ("CANCEL_ALL_FAILED", "unavailable", 1), ("CANCEL_ALL_FAILED", "unavailable", 2),
         ("CANCEL_ALL_FAILED", "unavailable", 3), ("CANCEL_ALL_FAILED", "unavailable", 4),
-        ("KILL_SWITCH_INCOMPLETE", "unavailable", None),
+        ("CANCEL_ALL_GAVE_UP", "unavailable", None),
     ]  # fmt: skip
+    assert ok  # the resting order was cancelled by CancelOrder, the journal says CANCELLED
+
+
+def test_the_kill_switch_journals_a_loud_failure_when_no_cancel_goes_through(bars: pl.DataFrame,
+                                                                              markets: tuple[Any, Any], tmp_path: Path) -> None:  # fmt: skip
+    spec = FaultSpec(private_faults=(PrivateFault(endpoint="CancelAll", calls=(1, 2, 3, 4), status=502),
+                                     PrivateFault(endpoint="CancelOrder", calls=(1, 2, 3, 4), error="EGeneral:Invalid arguments")))  # fmt: skip
+    desk = broker_faults.Desk(bars, spec, markets, tmp_path)
+    try:
+        ok, orders, _, detail = broker_faults._kill(desk, False)
+        kinds = [(e["kind"], e["error_class"]) for e in desk.broker.events()]
+    finally:
+        desk.stop()
+
+    assert not ok and detail == "Kraken order open, journal ACKNOWLEDGED"
+    assert kinds[-3:] == [("CANCEL_ORDER_FAILED", "invalid_arguments"), ("CANCEL_ORDER_GAVE_UP", "invalid_arguments"),
+                          ("KILL_SWITCH_INCOMPLETE", None)]  # fmt: skip
+
+
+def test_the_kill_switch_cancels_order_by_order_when_cancel_all_is_refused(bars: pl.DataFrame,
+                                                                            markets: tuple[Any, Any], tmp_path: Path) -> None:  # fmt: skip
+    case = broker_faults.broker_case("CancelAll (kill switch)", "CancelAll", "kill", "refused",
+                                     _spec("CancelAll", (1,), error="EGeneral:Invalid arguments"), bars, markets, tmp_path)  # fmt: skip
+
+    assert case.handled, case.detail
+
+
+@pytest.mark.parametrize("fault", ["truncated body", "malformed body"])
+@pytest.mark.parametrize(("call", "endpoint", "scene"), [
+    ("AddOrder (submit)", "AddOrder", "session"), ("OpenOrders (fill read)", "OpenOrders", "session"),
+    ("ClosedOrders (fill read)", "ClosedOrders", "session"), ("CancelAll (kill switch)", "CancelAll", "kill"),
+    ("OpenOrders (start reconcile)", "OpenOrders", "start"), ("CancelOrder (start reconcile)", "CancelOrder", "start"),
+])  # fmt: skip
+def test_a_truncated_or_malformed_answer_is_a_malformed_answer_never_success(call: str, endpoint: str, scene: str, fault: str,
+                                                                              bars: pl.DataFrame, markets: tuple[Any, Any],
+                                                                              tmp_path: Path) -> None:  # fmt: skip
+    number = broker_faults.first_request(bars, scene, endpoint, markets, tmp_path / "clean")
+    case = broker_faults.broker_case(call, endpoint, scene, fault, broker_faults.body_fault(fault, number), bars, markets,
+                                     tmp_path / "faulted")  # fmt: skip
+
+    assert case.handled, case.detail
+    assert "malformed_answer" in case.evidence
 
 
 @pytest.mark.parametrize("endpoint", ["OpenOrders", "CancelOrder"])

@@ -10,8 +10,10 @@ from backend.kraken.client import (
     Credentials,
     KrakenCallError,
     KrakenErrorClass,
+    MalformedAnswer,
     NonceSource,
     call,
+    check_private_answer,
     classify,
     kraken_error_of,
     make_client,
@@ -79,3 +81,29 @@ def test_client_points_both_roots_at_the_base_url_and_hides_the_secret() -> None
     assert secret not in repr(credentials) and "PUBLIC" in repr(credentials)
     public = make_client(REAL_BASE_URL, None, NonceSource(lambda: 1))
     assert public.apiKey in ("", None) and public.enableRateLimit
+
+
+@pytest.mark.parametrize(("url", "body", "says"), [
+    ("http://h/0/private/AddOrder", '{"error": [], "result": {"descr": {}', "does not parse"),
+    ("http://h/0/private/AddOrder", "[]", "no 'error' list"),
+    ("http://h/0/private/AddOrder", '{"result": {}}', "no 'error' list"),
+    ("http://h/0/private/AddOrder", '{"error": [], "result": {"descr": {}}}', "lacks 'txid'"),
+    ("http://h/0/private/OpenOrders", '{"error": [], "result": {}}', "lacks 'open'"),
+    ("http://h/0/private/ClosedOrders?x=1", '{"error": [], "result": {"count": 0}}', "lacks 'closed'"),
+    ("http://h/0/private/Balance", '{"error": [], "result": []}', "'result' is not an object"),
+])  # fmt: skip
+def test_a_private_answer_without_the_fields_of_its_call_is_malformed(url: str, body: str, says: str) -> None:
+    with pytest.raises(MalformedAnswer, match=says) as caught:
+        check_private_answer(200, url, body)
+    assert classify(caught.value) is KrakenErrorClass.MALFORMED
+
+
+@pytest.mark.parametrize(("code", "url", "body"), [
+    (200, "http://h/0/public/Time", "{"),  # public answers keep ccxt's own handling (the provider drill)
+    (502, "http://h/0/private/AddOrder", "<html>"),  # a 5xx is ccxt's to classify
+    (200, "http://h/0/private/AddOrder", '{"error": ["EOrder:Insufficient funds"]}'),  # Kraken's error: ccxt maps it
+    (200, "http://h/0/private/AddOrder", '{"error": [], "result": {"txid": ["T"]}}'),
+    (200, "http://h/0/private/Balance", '{"error": [], "result": {}}'),
+])  # fmt: skip
+def test_a_well_formed_or_non_private_answer_passes_the_check(code: int, url: str, body: str) -> None:
+    check_private_answer(code, url, body)
