@@ -150,11 +150,13 @@ def check_private_answer(code: int, url: str, body: str) -> None:
         raise MalformedAnswer(f"malformed answer from {endpoint}: no 'error' list")
     if answer["error"]:
         return  # Kraken's own error: ccxt maps it
-    result = answer.get("result")
     field = REQUIRED_RESULT.get(endpoint)
+    if field is None:
+        return  # an endpoint the broker does not depend on (probes read lists): ccxt parses it
+    result = answer.get("result")
     if not isinstance(result, dict):
         raise MalformedAnswer(f"malformed answer from {endpoint}: 'result' is not an object")
-    if field is not None and field not in result:
+    if field not in result:
         raise MalformedAnswer(f"malformed answer from {endpoint}: result lacks '{field}'")
 
 

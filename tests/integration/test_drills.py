@@ -107,14 +107,18 @@ def test_every_broker_call_runs_under_every_fault_and_the_gaps_count_as_not_hand
         assert (refused.handled, refused.orders, refused.fills, refused.evidence) == (True, 0, 0, (error_class,)), refused
     for call in ("OpenOrders (fill read)", "ClosedOrders (fill read)"):
         assert cases[(call, "5xx")].handled and cases[(call, "5xx")].evidence == ("unavailable",)
-    # The gaps the drill finds are counted, not hidden: ccxt reads a truncated body as an empty answer (no
-    # evidence), a failed CancelAll is not retried (the order rests on Kraken), a failed start reconcile raises.
+    # A truncated body is a malformed answer (read back by client id), a failed CancelAll is retried, a failed
+    # start reconcile is retried and then fails closed. The gaps left (ADR-072) are a permanent refusal of the
+    # start reconcile's calls: the stranger stays open and the session refuses to trade.
     truncated = cases[("AddOrder (submit)", "truncated body")]
-    assert not truncated.handled and truncated.evidence == () and truncated.fills == 1
-    assert not cases[("CancelAll (kill switch)", "5xx")].handled and "Kraken order open" in cases[("CancelAll (kill switch)", "5xx")].detail
+    assert truncated.handled and "malformed_answer" in truncated.evidence and truncated.fills == 1
+    assert cases[("CancelAll (kill switch)", "5xx")].handled and "Kraken order canceled" in cases[("CancelAll (kill switch)", "5xx")].detail
     assert cases[("CancelAll (kill switch)", "5xx after accept")].handled
-    assert "start raised unavailable" in cases[("CancelOrder (start reconcile)", "5xx")].detail
-    assert results["faults"].broker_handled == sum(c.handled for c in cases.values()) == 20
+    assert cases[("CancelOrder (start reconcile)", "5xx")].handled
+    gaps = sorted(key for key, c in cases.items() if not c.handled)
+    assert gaps == [("CancelOrder (start reconcile)", "EGeneral:Invalid arguments"),
+                    ("OpenOrders (start reconcile)", "EGeneral:Invalid arguments")]  # fmt: skip
+    assert results["faults"].broker_handled == sum(c.handled for c in cases.values()) == 47
     assert results["faults"].as_dict()["broker_cases"] == 49
 
 
@@ -144,7 +148,7 @@ def test_the_page_has_date_machine_and_every_table(results: dict[str, Any]) -> N
         assert heading in page
     assert "| AddOrder (submit) | 5xx after accept | yes | 1 | 1 | unavailable |" in page
     assert "| CancelAll (kill switch) | truncated body | **no** | 1 | 0 | none |" in page
-    assert "20 of 49 broker cases handled" in page
+    assert "47 of 49 broker cases handled" in page
     assert "| backfill | 3 |" in page and "| bundle install | 3 |" in page
 
 
