@@ -105,8 +105,8 @@ def load_bars(spec: RunSpec, home: Home, progress: Progress) -> tuple[pl.DataFra
             )
             lake.write_ohlcv(home.lake, frame.with_columns(pl.lit(source).alias("source")), data.timeframe)
     files = lake.lake_files(home.lake, source, data.timeframe, spec.symbols, data.start_ms, data.end_ms)
-    bars = lake.read_ohlcv(home.lake, source, data.timeframe, spec.symbols, data.start_ms, data.end_ms)
-    return bars.select(BAR_COLUMNS), lake.snapshot(files, home.lake)
+    bars = lake.read_ohlcv(home.lake, source, data.timeframe, spec.symbols, data.start_ms, data.end_ms, BAR_COLUMNS)
+    return bars, lake.snapshot(files, home.lake)
 
 
 def round_trip_cost(spec: RunSpec) -> float:
