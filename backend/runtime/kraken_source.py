@@ -96,6 +96,9 @@ class KrakenFeedSource:
         symbols = list(spec.symbols)
         if after_ms is not None:
             self.feed.ready_after_ms = after_ms
+        # Pages a killed session handed on but did not write down reach the lake before the warm-up reads it.
+        self.feed.open()
+        if after_ms is not None:
             features.seed(history(self.feed.ingestor.lake_root, self.feed.source, self.feed.timeframe, symbols,
                                   after_ms + self.feed.bar_ms, features.history_bars))  # fmt: skip
         index, idle = start, 0
@@ -111,13 +114,14 @@ class KrakenFeedSource:
                 continue
             idle = 0 if poll.ready_ts else idle + 1
             if self.idle_polls is not None and idle >= self.idle_polls:
+                self.feed.settle()
                 return
-            if not poll.ready_ts:
-                continue
-            for ts, part in poll.bars.group_by("ts", maintain_order=True):
+            for ts, part in poll.bars.group_by("ts", maintain_order=True) if poll.ready_ts else ():
                 started = time.perf_counter()
                 rows = features.update(part)
                 batch = batch_of(self.pipeline, self.bundle, rows, index, int(ts[0]), self.num_threads)
                 self.timings.append((int(ts[0]), time.perf_counter() - started))
                 yield batch
                 index += 1
+            # The poll's bars are decided and journaled: now its evidence, lake bars and cursors are written.
+            self.feed.settle()
