@@ -39,6 +39,7 @@ from backend.data.ingest import IngestOptions, Ingestor, SeriesReport
 from backend.data.lake import OHLCV_SCHEMA
 from backend.data.normalize import OhlcBody, batch_id_for, parse_kraken_ohlc_many
 from backend.data.providers.base import Fetched, OhlcvPage
+from backend.data.raw import RawRecord
 from backend.data.state import Cursor, IngestState, PendingPage
 from backend.errors import PayloadError, ProviderError
 
@@ -56,11 +57,16 @@ class Poll:
 
 @dataclass(frozen=True)
 class _Received:
-    """A series' good page of the last poll, handed on and not yet in the lake."""
+    """A series' good page of the last poll, handed on and not yet in the lake.
+
+    ``page`` is None for a page of the poll's common frame (its bars are cut out of it when settled).
+    """
 
     asset: AssetSpec
-    page: OhlcvPage
+    record: RawRecord
+    next_ms: int
     report: SeriesReport
+    page: OhlcvPage | None = None
 
 
 class LiveBarFeed:
@@ -100,6 +106,7 @@ class LiveBarFeed:
         self._resume: dict[str, int] = {}
         self._waiting = pl.DataFrame(schema=OHLCV_SCHEMA)  # bars after ready_after_ms, as the lake holds them
         self._received: list[_Received] = []
+        self._closed = pl.DataFrame(schema=OHLCV_SCHEMA)  # the last poll's bars of its common frame
 
     @property
     def source(self) -> str:
@@ -123,7 +130,8 @@ class LiveBarFeed:
                 continue  # another universe's page: its own session applies it
             fetched = fetcher.kept(kept.raw_ids)  # type: ignore[attr-defined]
             page = self.ingestor.provider.parse(fetched, asset, self.timeframe, kept.request_ms, kept.now_ms)
-            self._received.append(_Received(asset, page, SeriesReport(self.source, symbol, self.timeframe)))
+            report = SeriesReport(self.source, symbol, self.timeframe)
+            self._received.append(_Received(asset, page.records[-1], page.next_cursor_ms, report, page))
         self._cursors = {}
         self.settle()
         for asset in self.assets:
@@ -173,60 +181,57 @@ class LiveBarFeed:
                 self.ingestor.fail(reports[asset.symbol], answer)
             else:
                 fetched.append((asset, answer))
-        pages = self._parse(fetched, starts, now, reports)
+        bars = self._parse(fetched, starts, now, reports)
         with self.state.transaction():
-            for asset, page in pages:
-                self.state.set_pending_page(self.source, asset.symbol, timeframe,
-                                            PendingPage(starts[asset.symbol][0], now, tuple(r.id for r in page.records)))  # fmt: skip
+            for received in self._received:
+                symbol = received.asset.symbol
+                pending = PendingPage(starts[symbol][0], now, (received.record.id,))
+                self.state.set_pending_page(self.source, symbol, timeframe, pending)
+        highs = dict(bars.group_by("symbol").agg(pl.col("ts").max()).iter_rows()) if bars.height else {}
+        for symbol, high in highs.items():
+            cursor = cursors.get(symbol)
+            if cursor is not None and cursor.high_ms is not None:
+                high = max(high, cursor.high_ms)
+            # As a run moves it: past the last closed bar, never back.
+            cursors[symbol] = Cursor(max(high + self.bar_ms, starts[symbol][1]), high)
         first_unready = self._first_unready()
-        fresh = []
-        for asset, page in pages:
-            self._received.append(_Received(asset, page, reports[asset.symbol]))
-            cursor = cursors.get(asset.symbol)
-            if page.bars.height:
-                high = int(page.bars["ts"][-1])
-                if cursor is not None and cursor.high_ms is not None:
-                    high = max(high, cursor.high_ms)
-                cursors[asset.symbol] = Cursor(max(page.next_cursor_ms, starts[asset.symbol][1]), high)
-                fresh.append(page.bars.filter(pl.col("ts") >= first_unready))
-        self._hold(fresh)
-        ready, bars = self._ready(first_unready)
-        return Poll(ready, tuple(reports.values()), bars)
+        self._hold(bars.filter(pl.col("ts") >= first_unready))
+        ready, ready_bars = self._ready(first_unready)
+        return Poll(ready, tuple(reports.values()), ready_bars)
 
     def _parse(self, fetched: list[tuple[AssetSpec, Fetched]], starts: dict[str, tuple[int, int]], now: int,
-               reports: dict[str, SeriesReport]) -> list[tuple[AssetSpec, OhlcvPage]]:  # fmt: skip
-        """The good pages of the poll, in symbol order: parsed together, closed bars only; bad ones through the pipeline."""
+               reports: dict[str, SeriesReport]) -> pl.DataFrame:  # fmt: skip
+        """Parse the poll's pages together, keep their closed bars; return them (bad pages go through the pipeline)."""
         bodies = [OhlcBody(f.body, a.kraken.pair_key, a.symbol, batch_id_for(self.source, [f.record.sha256])) for a, f in fetched]
         bars, bad = parse_kraken_ohlc_many(bodies, self.timeframe, self.source)
         request_from = pl.DataFrame({"symbol": [a.symbol for a, _ in fetched],
-                                     "_from": [starts[a.symbol][0] for a, _ in fetched]})  # fmt: skip
+                                     "_from": [starts[a.symbol][0] for a, _ in fetched]}, schema={"symbol": pl.String, "_from": pl.Int64})  # fmt: skip
+        # As closed_since: bars at or after the request that have closed by now.
         closed = (bars.join(request_from, on="symbol", how="left", maintain_order="left")
                   .filter((pl.col("ts") >= pl.col("_from")) & (pl.col("ts") + self.bar_ms <= now)).drop("_from"))  # fmt: skip
-        by_symbol = closed.partition_by("symbol", as_dict=True, maintain_order=True) if closed.height else {}
-        pages = []
+        self._closed = closed
+        highs = dict(closed.group_by("symbol").agg(pl.col("ts").max()).iter_rows()) if closed.height else {}
+        refetched = []
         for index, (asset, answer) in enumerate(fetched):
             report = reports[asset.symbol]
             request = starts[asset.symbol][0]
-            if index in bad:
-                try:
-                    page = self.ingestor.good_page(asset, self.options, request, report, (answer,))
-                except (PayloadError, ProviderError) as error:
-                    self.ingestor.fail(report, error)
-                    continue
-            else:
+            if index not in bad:
                 report.pages += 1
-                part = by_symbol.get((asset.symbol,), closed.clear())
-                # As closed_since: the next request follows the last closed bar, or stays where it was.
-                next_ms = int(part["ts"][-1]) + self.bar_ms if part.height else request
-                page = OhlcvPage(part, (answer.record,), next_ms, True)
-            pages.append((asset, page))
-        return pages
+                # The next request follows the last closed bar, or stays where it was.
+                next_ms = highs[asset.symbol] + self.bar_ms if asset.symbol in highs else request
+                self._received.append(_Received(asset, answer.record, next_ms, report))
+                continue
+            try:
+                page = self.ingestor.good_page(asset, self.options, request, report, (answer,))
+            except (PayloadError, ProviderError) as error:
+                self.ingestor.fail(report, error)
+                continue
+            self._received.append(_Received(asset, page.records[-1], page.next_cursor_ms, report, page))
+            refetched.append(page.bars)
+        return pl.concat([closed, *refetched]) if refetched else closed
 
-    def _hold(self, fresh: list[pl.DataFrame]) -> None:
+    def _hold(self, new: pl.DataFrame) -> None:
         """Merge new bars into the held ones as the lake merges them: only a real revision replaces a bar."""
-        if not fresh:
-            return
-        new = pl.concat(fresh)
         same = new.join(self._waiting, on=["symbol", "ts", *_VALUES], how="semi")
         new = new.join(same.select("symbol", "ts"), on=["symbol", "ts"], how="anti")
         self._waiting = pl.concat([self._waiting.join(new, on=["symbol", "ts"], how="anti"), new]).sort("ts", "symbol")
@@ -250,12 +255,16 @@ class LiveBarFeed:
         """Write the last poll down: evidence, lake and cursor per series (the ingestion pipeline's order), then drop its pending pages."""
         if not self._received:
             return
+        parts = self._closed.partition_by("symbol", as_dict=True) if self._closed.height else {}
         for received in self._received:
-            cursor = self.state.cursor(self.source, received.asset.symbol, self.timeframe)
+            symbol = received.asset.symbol
+            page = received.page
+            if page is None:
+                page = OhlcvPage(parts.get((symbol,), self._closed.clear()), (received.record,), received.next_ms, True)
+            cursor = self.state.cursor(self.source, symbol, self.timeframe)
             start = self.options.start_ms if cursor is None else cursor.next_ms
-            done = self.ingestor.apply_page(received.asset, self.timeframe, received.page,
-                                            max(start, received.page.next_cursor_ms), received.report)  # fmt: skip
-            self._cursors[received.asset.symbol] = done  # type: ignore[index]
+            done = self.ingestor.apply_page(received.asset, self.timeframe, page, max(start, page.next_cursor_ms), received.report)
+            self._cursors[symbol] = done  # type: ignore[index]
         with self.state.transaction():
             for received in self._received:
                 self.state.drop_pending_page(self.source, received.asset.symbol, self.timeframe)
