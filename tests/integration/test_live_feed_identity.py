@@ -188,3 +188,50 @@ def test_a_feed_killed_before_writing_a_poll_down_applies_it_from_the_raw_store_
     finally:
         fast.stop()
         reference.stop()
+
+
+def test_a_page_bad_once_is_quarantined_and_refetched_in_the_same_poll(bars: pl.DataFrame, tmp_path: Path) -> None:
+    at = START_MS + FIRST_POLL_BAR * BAR_MS + 1
+    fast = Home(bars, tmp_path / "fast", SimulatedClock(at), FaultSpec(malformed_every=7), pipeline=False)
+    clean = Home(bars, tmp_path / "clean", SimulatedClock(at), FaultSpec(), pipeline=True)
+    try:
+        poll_both(fast, clean, 6)  # the same bars are handed on as without the fault
+        quarantined = [e for e in fast.facts()["evidence"] if e[0].value == "quarantine"]  # type: ignore[union-attr]
+    finally:
+        fast.stop()
+        clean.stop()
+    assert quarantined and {e[5].value for e in quarantined} == {"refetched"}
+
+
+def test_a_refused_series_is_reported_and_the_others_are_handed_on(bars: pl.DataFrame, tmp_path: Path) -> None:
+    at = START_MS + FIRST_POLL_BAR * BAR_MS + 1
+    home = Home(bars, tmp_path / "home", SimulatedClock(at), FaultSpec(), pipeline=False)
+    try:
+        unknown = home.assets[0].model_copy(update={"symbol": "NOPE", "kraken": home.assets[0].kraken.model_copy(update={"altname": "NOPEUSD"})})
+        feed = LiveBarFeed(home.feed.ingestor, home.state, [*home.assets, unknown], "5m", START_MS)
+        poll = feed.poll()
+    finally:
+        home.stop()
+    errors = {r.symbol: r.error for r in poll.reports}
+    assert "EQuery:Unknown asset pair" in str(errors["NOPE"]) and all(errors[s] is None for s in SYMBOLS)
+    assert set(poll.bars["symbol"].unique().to_list()) == set(SYMBOLS)
+
+
+def test_a_resume_point_is_asked_from_and_pending_pages_of_other_symbols_are_left(bars: pl.DataFrame, tmp_path: Path) -> None:
+    at = START_MS + FIRST_POLL_BAR * BAR_MS + 1
+    home = Home(bars, tmp_path / "home", SimulatedClock(at), FaultSpec(), pipeline=False)
+    resume = START_MS + 20 * BAR_MS
+    try:
+        home.state.set_resume_point("kraken", "BTC", "5m", resume, at)  # an unfinished run of BTC asks from here
+        home.feed.poll()  # handed on, not written down
+        asked = [r.params for r in home.raw.records() if '"XBTUSD"' in r.params]
+        home.kill()
+        home.feed = home.open()
+        only_btc = LiveBarFeed(home.feed.ingestor, home.state, home.assets[:1], "5m", START_MS)  # type: ignore[union-attr]
+        only_btc.open()
+        left = sorted(home.state.pending_pages("kraken", "5m"))
+        home.kill()
+    finally:
+        home.stop()
+    assert asked == [f'{{"interval":"5","pair":"XBTUSD","since":"{resume // 1000 - 1}"}}']
+    assert left == ["ETH", "SOL"]  # another session's pages stay pending for it
