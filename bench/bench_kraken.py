@@ -128,9 +128,12 @@ def feed_latency(root: Path) -> dict[str, object]:
         settle = source.feed.settle
 
         def timed_settle() -> None:
+            if not source.feed._received:  # nothing handed on since the last settlement
+                return settle()
             started = time.perf_counter()
             settle()
             settles.append(time.perf_counter() - started)
+            return None
 
         source.feed.settle = timed_settle  # type: ignore[method-assign]
         runtime = PaperRuntime(source, root / "state")
