@@ -26,8 +26,10 @@ $(STAMP): requirements.lock pyproject.toml
 run: install
 	$(BIN)/acts demo
 
+# Two workers, one per core; a test file stays on one worker so its module fixtures are built once.
+TEST_WORKERS ?= 2
 test: install
-	$(BIN)/python -m pytest --cov --cov-report=term-missing --cov-fail-under=100 $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile --cov --cov-report=term-missing --cov-fail-under=100 $(PYTEST_ARGS)
 
 bench: install
 	cd bench && ../$(BIN)/python run_all.py
