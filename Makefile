@@ -17,16 +17,19 @@ $(STAMP): requirements.lock pyproject.toml
 	bash scripts/sh/install_system_packages.sh
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
-	$(BIN)/uv pip sync --quiet --python $(BIN)/python --require-hashes requirements.lock
+	$(BIN)/uv pip sync --quiet --compile-bytecode --python $(BIN)/python --require-hashes requirements.lock
 	$(BIN)/uv pip install --quiet --python $(BIN)/python --no-deps -e .
+	$(BIN)/python -m compileall -q -j 0 backend execution scripts  # bytecode now, not in every process (ADR-082)
 	$(BIN)/python -c 'from backend.models import forest; forest.warm()'
 	touch $(STAMP)
 
 run: install
 	$(BIN)/acts demo
 
+# Two workers, one per core; a test file stays on one worker so its module fixtures are built once.
+TEST_WORKERS ?= 2
 test: install
-	$(BIN)/python -m pytest --cov --cov-report=term-missing --cov-fail-under=100 $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile --cov --cov-report=term-missing --cov-fail-under=100 $(PYTEST_ARGS)
 
 bench: install
 	cd bench && ../$(BIN)/python run_all.py

@@ -72,7 +72,20 @@ def _wait_for_secrets(address: str) -> None:
     while time.monotonic() < deadline:
         with open_dbus_connection(bus=address) as conn:
             names = conn.send_and_get_reply(new_method_call(target, "ListNames")).body[0]
-        if "org.freedesktop.secrets" in names:
+        if "org.freedesktop.secrets" in names and _default_collection_unlocked(address):
             return
         time.sleep(0.05)
-    raise RuntimeError("gnome-keyring-daemon did not offer org.freedesktop.secrets within 10 s")
+    raise RuntimeError("gnome-keyring-daemon did not offer an unlocked default collection within 10 s")
+
+
+def _default_collection_unlocked(address: str) -> bool:
+    """Whether the daemon's default collection exists and is unlocked (on a loaded machine the bus name comes first)."""
+    from jeepney.io.blocking import open_dbus_connection
+    from secretstorage.collection import Collection
+    from secretstorage.exceptions import SecretStorageException
+
+    with open_dbus_connection(bus=address) as conn:
+        try:
+            return not Collection(conn).is_locked()
+        except SecretStorageException:
+            return False

@@ -29,7 +29,8 @@ from backend.config.schema import AssetSpec
 from backend.data import lake
 from backend.data.lake import TIMEFRAME_MS
 from backend.data.normalize import BadPayload, batch_id_for
-from backend.data.providers.base import OhlcvPage, OhlcvProvider
+from backend.data.providers.base import Fetched, OhlcvPage, OhlcvProvider
+from backend.data.raw import RawRecord
 from backend.data.reconcile import assess_bars, series_ts
 from backend.data.state import Cursor, Evidence, EvidenceKind, IngestState, Resolution
 from backend.errors import PayloadError, ProviderError
@@ -156,6 +157,33 @@ class Ingestor:
                 self._fail(report, error)
         return list(reports.values())
 
+    def good_page(self, asset: AssetSpec, options: IngestOptions, start_ms: int, report: SeriesReport,
+                  fetched: tuple[Fetched, ...]) -> OhlcvPage:  # fmt: skip
+        """Parse a page fetched elsewhere; quarantine it and refetch when it is bad, as a run does.
+
+        Raises
+        ------
+        PayloadError
+            When the page stays bad after ``options.max_bad_pages`` refetches (the lake is unchanged).
+        ProviderError
+            When a refetch fails.
+        """
+        page = self._good_page(asset, options.timeframe, start_ms, None, options, report, fetched)
+        report.pages += 1
+        return page
+
+    def apply_page(self, asset: AssetSpec, timeframe: str, page: OhlcvPage, next_ms: int, report: SeriesReport) -> Cursor:
+        """Record a run's last page of a series as a run does: evidence, lake, then cursor; return the cursor.
+
+        Applying the same page again changes nothing (evidence is de-duplicated, equal bars are not rewritten).
+        """
+        cursor = self.state.cursor(self.provider.source, asset.symbol, timeframe)
+        return self._apply(asset, timeframe, page, cursor, next_ms, report, _RunStep(None))
+
+    def fail(self, report: SeriesReport, error: Exception) -> None:
+        """Report a series' failure (its error, and one progress line)."""
+        self._fail(report, error)
+
     def _fail(self, report: SeriesReport, error: Exception) -> None:
         report.error = str(error)
         self.progress(f"{report.source} {report.symbol} {report.timeframe}: FAILED: {error}")
@@ -234,16 +262,22 @@ class Ingestor:
 
     def _good_page(
         self, asset: AssetSpec, timeframe: str, start_ms: int, end_ms: int | None, options: IngestOptions,
-        report: SeriesReport,
+        report: SeriesReport, first: tuple[Fetched, ...] | None = None,
     ) -> OhlcvPage:  # fmt: skip
-        """Fetch and parse one page; quarantine and refetch a bad one up to ``max_bad_pages`` times."""
+        """Fetch and parse one page (``first``: parse that one first); quarantine and refetch a bad one up to ``max_bad_pages`` times."""
         quarantined: list[int] = []
         while True:
+            record = None
             try:
-                fetched = self.provider.fetch(asset, timeframe, start_ms, end_ms)
+                if first is not None:
+                    # A page already fetched (the live feed's poll): its own raw row is quarantined if it is bad.
+                    fetched, first = first, None
+                    record = fetched[-1].record
+                else:
+                    fetched = self.provider.fetch(asset, timeframe, start_ms, end_ms)
                 page = self.provider.parse(fetched, asset, timeframe, start_ms, self.clock.now_ms())
             except BadPayload as error:
-                quarantined.append(self._quarantine(asset, timeframe, start_ms, error, report))
+                quarantined.append(self._quarantine(asset, timeframe, start_ms, error, report, record))
                 if len(quarantined) > options.max_bad_pages:
                     raise PayloadError(
                         f"{self.provider.source} {asset.symbol} {timeframe}: page from {start_ms} stayed bad after "
@@ -255,8 +289,9 @@ class Ingestor:
                     self.state.resolve(evidence_id, Resolution.REFETCHED, page.records[-1].sha256, self.clock.now_ms())
             return page
 
-    def _quarantine(self, asset: AssetSpec, timeframe: str, start_ms: int, error: BadPayload, report: SeriesReport) -> int:
-        record = self.provider.fetcher.last_record
+    def _quarantine(self, asset: AssetSpec, timeframe: str, start_ms: int, error: BadPayload, report: SeriesReport,
+                    record: RawRecord | None = None) -> int:  # fmt: skip
+        record = self.provider.fetcher.last_record if record is None else record
         sha = record.sha256 if record is not None else ""
         batch_id = batch_id_for(self.provider.source, [sha])
         detail = {"problem": error.problem.value, "message": str(error), "raw_sha256": sha,

@@ -377,6 +377,7 @@ def read_ohlcv(
     symbols: Sequence[str],
     start_ms: int | None = None,
     end_ms: int | None = None,
+    columns: Sequence[str] | None = None,
 ) -> pl.DataFrame:
     """Read bars of ``symbols`` in [start_ms, end_ms) from the lake.
 
@@ -390,11 +391,14 @@ def read_ohlcv(
         Symbols to read (at least one).
     start_ms, end_ms : int or None
         Half-open range of bar open times in UTC ms; None means unbounded.
+    columns : Sequence[str] or None
+        The columns to read (they must include ``ts`` and ``symbol``), in this order; None reads every
+        canonical column. Parquet reads only these.
 
     Returns
     -------
     pl.DataFrame
-        Canonical columns, sorted by (ts, symbol).
+        Canonical columns (or ``columns``), sorted by (ts, symbol).
 
     Raises
     ------
@@ -417,13 +421,15 @@ def read_ohlcv(
     scans = []
     for name in sorted(by_month):
         scan = pl.scan_parquet(by_month[name], hive_partitioning=False)
+        if columns is not None:
+            scan = scan.select(columns)
         if start_ms is not None:
             scan = scan.filter(pl.col("ts") >= start_ms)
         if end_ms is not None:
             scan = scan.filter(pl.col("ts") < end_ms)
         scans.append(scan.sort("ts", maintain_order=True))
     present: set[str] = set()
-    frame = pl.DataFrame(schema=OHLCV_SCHEMA)
+    frame = pl.DataFrame(schema=OHLCV_SCHEMA if columns is None else {c: OHLCV_SCHEMA[c] for c in columns})
     if scans:
         frame = pl.concat(scans).collect()
         present = set(frame["symbol"].unique().to_list())

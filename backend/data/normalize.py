@@ -15,8 +15,9 @@ import math
 import os
 import re
 from concurrent.futures import ThreadPoolExecutor
-from functools import cache, partial
+from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cache, partial
 
 import numpy as np
 import polars as pl
@@ -502,13 +503,7 @@ def parse_kraken_ohlc(
     BadPayload
         MALFORMED, SCHEMA, API_ERROR, UNKNOWN_SYMBOL, DUPLICATE, NON_MONOTONIC or BAD_VALUE.
     """
-    rows, last = _kraken_result(body, pair_key)
-    if not isinstance(last, int) or isinstance(last, bool):
-        raise BadPayload(PayloadProblem.SCHEMA, f"Kraken OHLC 'last' must be an integer, was {last!r}")
-    for index, row in enumerate(rows):
-        if not (isinstance(row, list) and len(row) == 8 and isinstance(row[0], int)
-                and all(isinstance(v, str) for v in row[1:7])):  # fmt: skip
-            raise BadPayload(PayloadProblem.SCHEMA, f"OHLC row {index} must be [int, 6 decimal strings, int]: {row!r}")
+    rows, last = _kraken_ohlc_rows(body, pair_key)
     frame = pl.DataFrame(
         [row[:5] + [row[6]] for row in rows], schema=["time", "open", "high", "low", "close", "volume"],
         orient="row", schema_overrides={"time": pl.Int64, **dict.fromkeys(("open", "high", "low", "close", "volume"), pl.String)},
@@ -523,6 +518,89 @@ def parse_kraken_ohlc(
     last_ms = last * 1000
     frame = frame.filter(pl.col("ts") <= last_ms)
     return KrakenOhlcPage(_lake_frame(frame, symbol, timeframe, source, batch_id), last_ms)
+
+
+def _kraken_ohlc_rows(body: bytes, pair_key: str) -> tuple[list, int]:
+    """Return the checked rows and ``last`` of an OHLC body (the shape rules of :func:`parse_kraken_ohlc`)."""
+    rows, last = _kraken_result(body, pair_key)
+    if not isinstance(last, int) or isinstance(last, bool):
+        raise BadPayload(PayloadProblem.SCHEMA, f"Kraken OHLC 'last' must be an integer, was {last!r}")
+    for index, row in enumerate(rows):
+        if not (isinstance(row, list) and len(row) == 8 and isinstance(row[0], int)
+                and all(isinstance(v, str) for v in row[1:7])):  # fmt: skip
+            raise BadPayload(PayloadProblem.SCHEMA, f"OHLC row {index} must be [int, 6 decimal strings, int]: {row!r}")
+    return rows, last
+
+
+@dataclass(frozen=True)
+class OhlcBody:
+    """One OHLC body to parse, and the identity its bars get."""
+
+    body: bytes
+    pair_key: str
+    symbol: str
+    batch_id: str
+
+
+_OHLC_VALUES = ("open", "high", "low", "close", "volume")
+
+
+def parse_kraken_ohlc_many(pages: Sequence[OhlcBody], timeframe: str, source: str) -> tuple[pl.DataFrame, dict[int, BadPayload]]:
+    """Parse the OHLC bodies of one poll (one page per symbol) as one frame, validated once.
+
+    The frame is the concatenation, in page order, of :func:`parse_kraken_ohlc`'s bars of every good
+    page, and a page is bad exactly when that function refuses it (with its problem): the pages are
+    checked and cast together, and only when the whole frame breaks a rule is each page parsed alone
+    to name the bad ones.
+
+    Returns
+    -------
+    tuple
+        The good pages' bars, and the refusal of each bad page by its index in ``pages``.
+
+    Raises
+    ------
+    DataError
+        When two pages are for the same symbol.
+    """
+    symbols = [page.symbol for page in pages]
+    if len(set(symbols)) != len(symbols):
+        raise DataError(f"parse_kraken_ohlc_many needs one page per symbol, got {sorted(symbols)}")
+    bad: dict[int, BadPayload] = {}
+    columns: dict[str, list] = {name: [] for name in ("time", *_OHLC_VALUES, "last", "symbol", "batch_id")}
+    good: list[int] = []
+    for index, page in enumerate(pages):
+        try:
+            rows, last = _kraken_ohlc_rows(page.body, page.pair_key)
+        except BadPayload as error:
+            bad[index] = error
+            continue
+        good.append(index)
+        columns["time"].extend(row[0] for row in rows)
+        for position, name in ((1, "open"), (2, "high"), (3, "low"), (4, "close"), (6, "volume")):
+            columns[name].extend(row[position] for row in rows)
+        columns["last"].extend([last] * len(rows))
+        columns["symbol"].extend([page.symbol] * len(rows))
+        columns["batch_id"].extend([page.batch_id] * len(rows))
+    frame = pl.DataFrame(columns, schema={"time": pl.Int64, **dict.fromkeys(_OHLC_VALUES, pl.String), "last": pl.Int64,
+                                          "symbol": pl.String, "batch_id": pl.String})  # fmt: skip
+    try:
+        frame = frame.select(
+            (pl.col("time") * 1000).alias("ts"), "symbol",
+            *(pl.col(c).cast(pl.Float64, strict=True) for c in _OHLC_VALUES),
+            pl.lit(source, dtype=pl.String).alias("source"), "batch_id", "last",
+        ).filter(pl.col("ts") <= pl.col("last") * 1000).drop("last")  # fmt: skip
+        return validate_ohlcv(frame, timeframe), bad
+    except (pl.exceptions.PolarsError, DataError):
+        pass  # some page breaks a rule: each page alone says which, with the problem parse_kraken_ohlc names
+    frames = [pl.DataFrame(schema=OHLCV_SCHEMA)]
+    for index in good:
+        page = pages[index]
+        try:
+            frames.append(parse_kraken_ohlc(page.body, page.pair_key, page.symbol, timeframe, source, page.batch_id).bars)
+        except BadPayload as error:
+            bad[index] = error
+    return pl.concat(frames), dict(sorted(bad.items()))
 
 
 TRADES_SCHEMA: dict[str, pl.DataType] = {

@@ -2,13 +2,18 @@
 
 Layout under ``<root>`` (``$ACTS_HOME/raw``)::
 
-    objects/<sha256[:2]>/<sha256>      the body, written once, never overwritten
-    manifest.sqlite                     one row per distinct body received for a request
+    objects/<sha256[:2]>/<sha256>      the body, written once, never overwritten (:meth:`RawStore.put`)
+    manifest.sqlite                     one row per distinct body received for a request, and (table
+                                        ``raw_object``) the bodies kept by :meth:`RawStore.put_many`
 
 A manifest row records the provider, the endpoint, the request parameters (secrets refused), when the
 body was received, its sha256 and size, the HTTP status, and ``revision_of``: the id of the previous
 row of the same request and HTTP status when the body differs from it. Receiving the same body with
 the same status again for the same request adds no row.
+
+:meth:`RawStore.put_many` keeps the answers of one live poll (30 series) in one SQLite transaction
+(WAL, ``synchronous=FULL``): the bodies and their rows are one synced append, durable before it
+returns, instead of one synced file per body.
 """
 
 from __future__ import annotations
@@ -18,11 +23,12 @@ import json
 import os
 import re
 import sqlite3
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from backend.errors import DataError
+from backend.sqlite import transaction
 
 # Parameter names that may carry a credential: refused, so a secret can never reach the manifest.
 _SECRET_NAME = re.compile(r"(key|secret|token|sign|auth|password|nonce)", re.IGNORECASE)
@@ -41,7 +47,20 @@ CREATE TABLE IF NOT EXISTS raw_response (
     revision_of INTEGER REFERENCES raw_response(id)
 );
 CREATE INDEX IF NOT EXISTS raw_response_request ON raw_response(request_key, id);
+CREATE TABLE IF NOT EXISTS raw_object (sha256 TEXT PRIMARY KEY, body BLOB NOT NULL);
 """
+
+
+@dataclass(frozen=True)
+class RawEntry:
+    """One response to keep: who answered which request, when, with what status and body."""
+
+    provider: str
+    endpoint: str
+    params: Mapping[str, object]
+    body: bytes
+    received_at_ms: int
+    status: int = 200
 
 
 @dataclass(frozen=True)
@@ -87,6 +106,8 @@ class RawStore:
         (root / "objects").mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(root / "manifest.sqlite", timeout=30.0, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
+        # FULL: a committed put_many is on disk (its bodies are used as soon as it returns).
+        self._db.execute("PRAGMA synchronous=FULL")
         self._db.executescript(_SCHEMA)
 
     def close(self) -> None:
@@ -123,21 +144,46 @@ class RawStore:
         The body is written (and synced) before the manifest row, so a crash can leave an unreferenced
         object but never a row without its body.
         """
-        params_json = canonical_params(params)
-        request_key = hashlib.sha256(f"{provider}\n{endpoint}\n{params_json}".encode()).hexdigest()
+        canonical_params(params)  # refuse a credential-looking name before anything is written
         sha256 = hashlib.sha256(body).hexdigest()
         self._write_object(sha256, body)
+        return self._row(RawEntry(provider, endpoint, params, body, received_at_ms, status), sha256)
+
+    def put_many(self, entries: Sequence[RawEntry]) -> list[RawRecord]:
+        """Keep every entry's body and return their manifest rows, in order, in one synced transaction.
+
+        Bodies and rows are committed together (nothing of a failed call is kept), and the commit is
+        synced (WAL, ``synchronous=FULL``) before this returns: one append for a whole poll. A body
+        already kept, as a file or a row, is not stored again.
+
+        Raises
+        ------
+        DataError
+            When a parameter name looks like a credential (nothing is kept then).
+        """
+        hashed = [(entry, hashlib.sha256(entry.body).hexdigest()) for entry in entries]
+        for entry, _ in hashed:
+            canonical_params(entry.params)
+        with transaction(self._db):
+            for entry, sha256 in hashed:
+                if not self.object_path(sha256).is_file():
+                    self._db.execute("INSERT OR IGNORE INTO raw_object (sha256, body) VALUES (?, ?)", (sha256, entry.body))
+            return [self._row(entry, sha256) for entry, sha256 in hashed]
+
+    def _row(self, entry: RawEntry, sha256: str) -> RawRecord:
+        params_json = canonical_params(entry.params)
+        request_key = hashlib.sha256(f"{entry.provider}\n{entry.endpoint}\n{params_json}".encode()).hexdigest()
         latest = self._db.execute(
             "SELECT * FROM raw_response WHERE request_key = ? AND status = ? ORDER BY id DESC LIMIT 1",
-            (request_key, status),
+            (request_key, entry.status),
         ).fetchone()
         if latest is not None and latest[7] == sha256:
             return _record(latest)
         cursor = self._db.execute(
             "INSERT INTO raw_response (provider, endpoint, params, request_key, received_at_ms, status, sha256,"
             " size, revision_of) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (provider, endpoint, params_json, request_key, received_at_ms, status, sha256, len(body),
-             None if latest is None else latest[0]),
+            (entry.provider, entry.endpoint, params_json, request_key, entry.received_at_ms, entry.status, sha256,
+             len(entry.body), None if latest is None else latest[0]),
         )  # fmt: skip
         return self.get(int(cursor.lastrowid))  # type: ignore[arg-type]
 
@@ -163,9 +209,13 @@ class RawStore:
             When the object is missing or its bytes no longer match the recorded sha256.
         """
         path = self.object_path(record.sha256)
-        if not path.is_file():
-            raise DataError(f"raw object {record.sha256} of record {record.id} is missing")
-        body = path.read_bytes()
+        if path.is_file():
+            body = path.read_bytes()
+        else:
+            row = self._db.execute("SELECT body FROM raw_object WHERE sha256 = ?", (record.sha256,)).fetchone()
+            if row is None:
+                raise DataError(f"raw object {record.sha256} of record {record.id} is missing")
+            body = bytes(row[0])
         if hashlib.sha256(body).hexdigest() != record.sha256:
             raise DataError(f"raw object {record.sha256} of record {record.id} is corrupt")
         return body

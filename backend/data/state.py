@@ -2,7 +2,9 @@
 
 A series' cursor says where its stored history ends; its resume point (table ``resume``) says where an
 unfinished run's next page starts, so a run killed or stopped half way is continued with the very
-requests it would have made (the same pages, the same bytes, the same batch ids).
+requests it would have made (the same pages, the same bytes, the same batch ids). A series' pending
+page (table ``pending_page``) is a page the live feed has handed on but not yet written to the lake:
+its raw ids, the request and the ``now`` it was parsed at, so a restart applies it again from the raw store.
 
 Evidence rows are never deleted; their ``resolution`` moves from ``open`` to how the issue was
 resolved. A row's ``fingerprint`` (sha256 of what was detected) makes detection idempotent: finding
@@ -44,6 +46,11 @@ CREATE TABLE IF NOT EXISTS evidence (
     ts_start INTEGER, ts_end INTEGER, detected_at_ms INTEGER NOT NULL, batch_id TEXT,
     detail TEXT NOT NULL, resolution TEXT NOT NULL, resolved_at_ms INTEGER, resolved_by TEXT,
     fingerprint TEXT NOT NULL UNIQUE
+);
+CREATE TABLE IF NOT EXISTS pending_page (
+    source TEXT NOT NULL, symbol TEXT NOT NULL, timeframe TEXT NOT NULL,
+    request_ms INTEGER NOT NULL, now_ms INTEGER NOT NULL, raw_ids TEXT NOT NULL,
+    PRIMARY KEY (source, symbol, timeframe)
 );
 CREATE INDEX IF NOT EXISTS evidence_series ON evidence(source, symbol, timeframe, kind, resolution);
 """
@@ -133,6 +140,15 @@ class Cursor:
     high_ms: int | None
 
 
+@dataclass(frozen=True)
+class PendingPage:
+    """A page handed on before the lake has it: where it was asked from, when it was parsed, its raw rows."""
+
+    request_ms: int
+    now_ms: int
+    raw_ids: tuple[int, ...]
+
+
 class IngestState:
     """Cursors, batches and evidence of the ingestion, in SQLite (WAL, one transaction per step).
 
@@ -197,6 +213,27 @@ class IngestState:
             " request_ms = excluded.request_ms, updated_at_ms = excluded.updated_at_ms",
             (source, symbol, timeframe, request_ms, now_ms),
         )
+
+    # ------------------------------------------------------------- pending pages
+    def set_pending_page(self, source: str, symbol: str, timeframe: str, page: PendingPage) -> None:
+        """Record the page of a series handed on before it reached the lake (replacing an older one)."""
+        self._db.execute(
+            "INSERT INTO pending_page VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (source, symbol, timeframe) DO UPDATE SET"
+            " request_ms = excluded.request_ms, now_ms = excluded.now_ms, raw_ids = excluded.raw_ids",
+            (source, symbol, timeframe, page.request_ms, page.now_ms, json.dumps(list(page.raw_ids))),
+        )
+
+    def pending_pages(self, source: str, timeframe: str) -> dict[str, PendingPage]:
+        """Return the pending page of every series of ``source`` and ``timeframe``, by symbol (sorted)."""
+        rows = self._db.execute(
+            "SELECT symbol, request_ms, now_ms, raw_ids FROM pending_page WHERE source = ? AND timeframe = ? ORDER BY symbol",
+            (source, timeframe),
+        )
+        return {r[0]: PendingPage(r[1], r[2], tuple(json.loads(r[3]))) for r in rows}
+
+    def drop_pending_page(self, source: str, symbol: str, timeframe: str) -> None:
+        """Forget a series' pending page (it is in the lake)."""
+        self._db.execute("DELETE FROM pending_page WHERE source = ? AND symbol = ? AND timeframe = ?", (source, symbol, timeframe))
 
     # ------------------------------------------------------------- batches
     def record_batch(

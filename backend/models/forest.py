@@ -433,8 +433,11 @@ def _blend(xr: np.ndarray, x0: np.ndarray, width: int, order: np.ndarray, blocks
            cat_start: np.ndarray, cat_len: np.ndarray, cat_words: np.ndarray, tree_root: np.ndarray,
            tree_depth: np.ndarray, tree_simple: np.ndarray, tree_foldable: np.ndarray, model_nodes: np.ndarray,
            model_trees: np.ndarray, model_sigmoid: np.ndarray, cat_features: np.ndarray, cat_offsets: np.ndarray,
-           out: np.ndarray) -> None:  # fmt: skip
-    """Score each block ``(first, end, own)`` of ``order``: model ``general``, blended with ``own`` if >= 0."""
+           out: np.ndarray, general_out: np.ndarray) -> None:  # fmt: skip
+    """Score each block ``(first, end, own)`` of ``order``: model ``general``, blended with ``own`` if >= 0.
+
+    ``general_out`` receives model ``general``'s output alone, from the same pass.
+    """
     for b in prange(blocks.shape[0]):
         rows = order[blocks[b, 0] : blocks[b, 1]]
         own = blocks[b, 2]
@@ -450,6 +453,7 @@ def _blend(xr: np.ndarray, x0: np.ndarray, width: int, order: np.ndarray, blocks
                    cat_offsets, node, own_raw)  # fmt: skip
         for j in range(len(rows)):
             result = _output(general_raw[j], model_sigmoid[general])
+            general_out[rows[j]] = result
             if own >= 0:
                 result = (1.0 - weight) * result + weight * _output(own_raw[j], model_sigmoid[own])
             out[rows[j]] = result
@@ -540,6 +544,20 @@ def blend(forest: Forest, x: np.ndarray | Rows, codes: np.ndarray, general: int,
           weight: float, num_threads: int = 1, compiled: bool = True) -> np.ndarray:  # fmt: skip
     """Score every row of ``x`` with model ``general`` blended with its symbol's specialist.
 
+    The blended half of :func:`blend_with_general` (see there).
+    """
+    return blend_with_general(forest, x, codes, general, specialist, weight, num_threads, compiled)[1]
+
+
+def blend_with_general(forest: Forest, x: np.ndarray | Rows, codes: np.ndarray, general: int, specialist: np.ndarray,
+                       weight: float, num_threads: int = 1,
+                       compiled: bool = True) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+    """Score every row of ``x`` with model ``general`` alone and blended with its symbol's specialist, in one pass.
+
+    Returns ``(general(x), blended)``. The first is what ``blend`` with no specialists gives, the second
+    what ``blend`` gives: each row's score depends on that row alone, so scoring the global model once
+    for both is exact (and saves a pass over every row).
+
     Row ``r`` gets ``(1 - weight) * general(x[r]) + weight * specialist[codes[r]](x[r])`` when
     ``codes[r] >= 0`` and ``specialist[codes[r]] >= 0``, else ``general(x[r])``, where ``m(x)`` is
     exactly LightGBM's ``predict`` of model ``m``. ``x`` is a matrix or, to score several outputs of
@@ -565,6 +583,7 @@ def blend(forest: Forest, x: np.ndarray | Rows, codes: np.ndarray, general: int,
         raise ModelError(f"codes must give one code per row, each below {len(own)}")
     order, blocks = rows.grouped(row_codes, own)
     out = np.empty(rows.count, dtype=np.float64)
+    general_out = np.empty(rows.count, dtype=np.float64)
     if compiled:
         kernel = _kernel()
         _set_threads(num_threads)
@@ -574,8 +593,8 @@ def blend(forest: Forest, x: np.ndarray | Rows, codes: np.ndarray, general: int,
            forest.threshold, forest.decision, forest.simple, forest.value, forest.cat_start, forest.cat_len,
            forest.cat_words, forest.tree_root, forest.tree_depth, forest.tree_simple, forest.tree_foldable,
            forest.model_nodes, forest.model_trees, forest.model_sigmoid, forest.cat_features, forest.cat_offsets,
-           out)  # fmt: skip
-    return out
+           out, general_out)  # fmt: skip
+    return general_out, out
 
 
 _WARM_MODEL = "tree\nnum_class=1\nnum_tree_per_iteration=1\nobjective=regression\n\nTree=0\nnum_leaves=1\nleaf_value=0.5\n"

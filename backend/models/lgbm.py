@@ -1,8 +1,11 @@
-"""Deterministic LightGBM: the parameter set that makes the same data give the same trees."""
+"""Deterministic LightGBM: the parameter set that makes the same data give the same trees.
+
+LightGBM (and the pandas it imports) is imported on the first fit or predict, not with this module: a run
+that only predicts, with the compiled forest (:mod:`backend.models.forest`), never loads it (ADR-082).
+"""
 
 from __future__ import annotations
 
-import lightgbm as lgb
 import numpy as np
 
 from backend.config.schema import LgbmParamsSpec
@@ -38,6 +41,8 @@ def fit(
     categorical: list[int] | None = None,
 ) -> str:
     """Train one booster and return its model text (the artifact that is hashed and stored)."""
+    import lightgbm as lgb
+
     dataset = lgb.Dataset(
         features,
         label=target,
@@ -51,5 +56,7 @@ def fit(
 
 def predict(model_text: str, features: np.ndarray, num_threads: int) -> np.ndarray:
     """Predict with a model given as text, so training and replay use the same path."""
+    import lightgbm as lgb
+
     booster = lgb.Booster(model_str=model_text)
     return booster.predict(features, num_threads=num_threads)

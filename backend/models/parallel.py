@@ -14,13 +14,21 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, Protocol
 
-from lightgbm.basic import LightGBMError
-
 from backend.config.schema import RaySpec
 from backend.errors import ClusterError, ModelError, TrainingTaskError
 
-# Errors a retry may cure (a flaky worker, LightGBM refusing a degenerate slice). Never TypeError and the like.
-RETRYABLE = (ModelError, LightGBMError)
+
+def retryable() -> tuple[type[BaseException], ...]:
+    """Return the errors a retry may cure (a flaky worker, LightGBM refusing a degenerate slice); never TypeError and the like.
+
+    An ``except`` clause evaluates this only when an error reaches it, so LightGBM is not imported for it
+    until then (a run that trains nothing never loads LightGBM, ADR-082).
+    """
+    from lightgbm.basic import LightGBMError
+
+    return (ModelError, LightGBMError)
+
+
 # Unix sockets under Ray's temp dir must fit in 107 bytes; longer homes fall back to the system temp dir.
 _MAX_TEMP_DIR = 60
 # The packages a cluster's workers import from the driver (scripts/ is the shell: workers never run it).
@@ -195,7 +203,7 @@ def run_serial(tasks: Iterable[Task], work: Callable[[Any], Any], max_retries: i
             try:
                 results.append(work(task))
                 break
-            except RETRYABLE as error:
+            except retryable() as error:
                 if attempt > max_retries:
                     raise _failure(task, attempt, error) from error
                 attempt += 1
@@ -230,7 +238,7 @@ def run_batch(work: Callable[[Any], Any], batch: list[Task], max_retries: int) -
             try:
                 results.append(work(task))
                 break
-            except RETRYABLE as error:
+            except retryable() as error:
                 if attempt == max_retries:
                     raise TaskFailed(index, str(error)) from error
                 attempt += 1

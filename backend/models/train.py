@@ -329,6 +329,19 @@ class FoldScores:
     raw: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]
 
 
+def _scores(compiled: forest.Forest, plans: dict[str, tuple[int, np.ndarray]], matrix: np.ndarray, codes: np.ndarray,
+            num_threads: int) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:  # fmt: skip
+    """Score rows (their feature matrix and symbol codes) with a fold's forest: ``target -> (general, specialist, own)``."""
+    rows = forest.prepare(matrix)  # once for every output of these rows
+    raw = {}
+    for target, (general, own) in plans.items():
+        # Weight 1 gives the specialist's score exactly where there is one, the global score elsewhere;
+        # the global score alone comes from the same pass.
+        alone, mine = forest.blend_with_general(compiled, rows, codes, general, own, 1.0, num_threads)
+        raw[target] = (alone, mine, own[codes] >= 0)
+    return raw
+
+
 def _fold_scores(bundle: ModelBundle, frame: pl.DataFrame, num_threads: int, forward: bool, targets: tuple[str, ...]) -> Iterator[FoldScores]:
     # Specialists read the leading feature columns, the global model also the two context codes.
     matrix = _matrix(frame, [*bundle.feature_names, "symbol_code", "cluster_code"])
@@ -337,15 +350,36 @@ def _fold_scores(bundle: ModelBundle, frame: pl.DataFrame, num_threads: int, for
     for window, span_end in _spans(bundle, forward):
         first, end = (int(i) for i in np.searchsorted(times, [window.test_start_ms, span_end]))
         compiled, plans = _fold_forest(bundle, window.index, targets)
-        rows = forest.prepare(matrix[first:end])  # once for every output of these rows
-        span_codes = codes[first:end]
-        raw = {}
-        for target, (general, own) in plans.items():
-            alone = forest.blend(compiled, rows, span_codes, general, np.full_like(own, -1), 0.0, num_threads)
-            # Weight 1 gives the specialist's score exactly where there is one, the global score elsewhere.
-            mine = forest.blend(compiled, rows, span_codes, general, own, 1.0, num_threads)
-            raw[target] = (alone, mine, own[span_codes] >= 0)
-        yield FoldScores(window, first, end, raw)
+        yield FoldScores(window, first, end, _scores(compiled, plans, matrix[first:end], codes[first:end], num_threads))
+
+
+# Rows ``predict_bundle`` scores at a time: its peak memory is a chunk's matrices, not every row's (ADR-080).
+PREDICT_CHUNK_ROWS = 262_144
+
+
+def _prediction_rows(bundle: ModelBundle, features: pl.DataFrame) -> tuple[np.ndarray | None, np.ndarray]:
+    """Return the rows :func:`_prepared` would hold, as positions in ``features`` (None: all, in order), and their times.
+
+    No frame is copied: a frame of the bundle's symbols already sorted by time (what ``build_features``
+    gives) is used as it is; otherwise the positions are those of a stable sort by time.
+    """
+    times = features["ts"].to_numpy()
+    keep = features["symbol"].is_in(list(bundle.symbols)).to_numpy()
+    if keep.all() and bool((times[1:] >= times[:-1]).all()):
+        return None, times
+    index = np.flatnonzero(keep)
+    positions = index[np.argsort(times[index], kind="stable")]
+    return positions, times[positions]
+
+
+def _rows_of(frame: pl.DataFrame, positions: np.ndarray | None, first: int, end: int) -> pl.DataFrame:
+    """Rows ``[first, end)`` of the prediction order: a slice (no copy) or a gather."""
+    return frame.slice(first, end - first) if positions is None else frame[positions[first:end]]
+
+
+def _chunks(first: int, end: int, size: int) -> list[tuple[int, int]]:
+    """``[first, end)`` cut into chunks of at most ``size`` rows; an empty span is one empty chunk."""
+    return [(lo, min(end, lo + size)) for lo in range(first, end, size)] or [(first, end)]
 
 
 def predict_bundle(
@@ -373,20 +407,35 @@ def predict_bundle(
     ModelError
         When the bundle lacks the stacker of a fold and target it has boosters for.
     """
-    frame = _prepared(bundle, features, clusters)
     # The expected-return stacker also reads the up-probability boosters.
     needed = tuple(t for t in TARGETS if t in targets or (t == "p_up" and "expected_return" in targets))
+    positions, times = _prediction_rows(bundle, features)
+    columns = features.select("ts", "symbol", *bundle.feature_names)
     parts = []
-    for scores in _fold_scores(bundle, frame, num_threads, forward, needed):
-        count = scores.end - scores.first
-        out: dict[str, object] = {"ts": frame["ts"].slice(scores.first, count), "symbol": frame["symbol"].slice(scores.first, count)}
-        for target in TARGETS:
-            if target in scores.raw and target in targets:
-                out[target] = apply_stacker(bundle.stacker(scores.window.index, target), scores.raw)
-            else:
-                out[target] = np.full(count, np.nan)
-        parts.append(pl.DataFrame(out).with_columns(pl.lit(scores.window.index, dtype=pl.Int64).alias("fold")))
+    # Each fold's span is scored in chunks of rows: a row's scores depend on that row alone (the boosters,
+    # and the stackers elementwise), so the outputs are those of one pass over the span, bit for bit.
+    for window, span_end in _spans(bundle, forward):
+        first, end = (int(i) for i in np.searchsorted(times, [window.test_start_ms, span_end]))
+        compiled, plans = _fold_forest(bundle, window.index, needed)
+        out = {t: np.full(end - first, np.nan) for t in TARGETS}
+        for lo, hi in _chunks(first, end, PREDICT_CHUNK_ROWS):
+            chunk = _with_context(_rows_of(columns, positions, lo, hi), bundle.symbols, bundle.clusters, clusters)
+            matrix = _matrix(chunk, [*bundle.feature_names, "symbol_code", "cluster_code"])
+            raw = _scores(compiled, plans, matrix, chunk["symbol_code"].to_numpy().astype(np.int64), num_threads)
+            for target in TARGETS:
+                if target in raw and target in targets:
+                    out[target][lo - first : hi - first] = apply_stacker(bundle.stacker(window.index, target), raw)
+        span = _rows_of(columns.select("ts", "symbol"), positions, first, end)
+        parts.append(span.with_columns(*(pl.Series(t, out[t]) for t in TARGETS), pl.lit(window.index, dtype=pl.Int64).alias("fold")))
     result = pl.concat(parts) if parts else pl.DataFrame(
         schema={"ts": pl.Int64, "symbol": pl.String, **{t: pl.Float64 for t in TARGETS}, "fold": pl.Int64}
     )
-    return result.select("ts", "symbol", "fold", *TARGETS).sort(["ts", "symbol"])
+    result = result.select("ts", "symbol", "fold", *TARGETS)
+    return result if _is_sorted(result) else result.sort(["ts", "symbol"])
+
+
+def _is_sorted(frame: pl.DataFrame) -> bool:
+    """Whether ``(ts, symbol)`` strictly increases down ``frame``: then sorting it would change nothing."""
+    step = pl.col("ts").diff()
+    rising = (step > 0) | ((step == 0) & (pl.col("symbol") > pl.col("symbol").shift(1)))
+    return bool(frame.select(rising.all()).item())

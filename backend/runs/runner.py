@@ -105,8 +105,8 @@ def load_bars(spec: RunSpec, home: Home, progress: Progress) -> tuple[pl.DataFra
             )
             lake.write_ohlcv(home.lake, frame.with_columns(pl.lit(source).alias("source")), data.timeframe)
     files = lake.lake_files(home.lake, source, data.timeframe, spec.symbols, data.start_ms, data.end_ms)
-    bars = lake.read_ohlcv(home.lake, source, data.timeframe, spec.symbols, data.start_ms, data.end_ms)
-    return bars.select(BAR_COLUMNS), lake.snapshot(files, home.lake)
+    bars = lake.read_ohlcv(home.lake, source, data.timeframe, spec.symbols, data.start_ms, data.end_ms, BAR_COLUMNS)
+    return bars, lake.snapshot(files, home.lake)
 
 
 def round_trip_cost(spec: RunSpec) -> float:
@@ -305,12 +305,31 @@ def realised_matrix(spec: RunSpec, bars: pl.DataFrame, times: np.ndarray, symbol
     return align_column(labels.fill_null(np.nan), "label_return", place(labels, times, code), (len(times), len(symbols)))
 
 
+def realised_from_close(spec: RunSpec, close: np.ndarray, times: np.ndarray, label_cost: float) -> np.ndarray:
+    """Return :func:`realised_matrix` from the ``(time, symbol)`` close matrix (NaN where no bar), bit for bit.
+
+    The label's future close is the same symbol's close exactly ``horizon_bars x bar_ms`` later, as in
+    :func:`backend.features.labels.forward_return_labels`, found by time instead of by a join; the logs are
+    polars' (the same kernel the labels use) and the differences the same IEEE operations, so every
+    cell is the label's value, and NaN where the label is null or the cell has no bar.
+    """
+    horizon_ms = spec.training.label.horizon_bars * spec.data.bar_ms
+    later = np.searchsorted(times, times + horizon_ms)
+    found = later < len(times)
+    found[found] = times[later[found]] == times[found] + horizon_ms
+    log_close = pl.DataFrame({"close": close.reshape(-1)}).select(pl.col("close").log()).to_series().to_numpy()
+    log_close = log_close.reshape(close.shape)
+    out = np.full(close.shape, np.nan)
+    out[found] = (log_close[later[found]] - log_close[found]) - label_cost
+    return out
+
+
 def market_matrix(pipeline: Pipeline, bars: pl.DataFrame, bundle: ModelBundle, num_threads: int) -> MarketMatrix:
     """Build features and predictions and align everything to ``(time, symbol)`` matrices.
 
     Besides the model outputs, ``pred`` holds ``fold`` (the walk-forward fold that predicted each cell) and
     ``edge``: the expected net return calibrated out of fold (:func:`backend.engine.economics.calibrate_edge`),
-    which the engine prices decisions with (ADR-027).
+    which the engine prices decisions with (ADR-027). Each frame is dropped once it is aligned (ADR-081).
     """
     spec = pipeline.spec
     symbols = spec.symbols
@@ -327,22 +346,26 @@ def market_matrix(pipeline: Pipeline, bars: pl.DataFrame, bundle: ModelBundle, n
     times = np.unique(bars["ts"].to_numpy())
     shape = (len(times), len(symbols))
     code = {s: i for i, s in enumerate(symbols)}
-    bars_at, predictions_at = place(features, times, code), place(predictions, times, code)
+    predictions_at = place(predictions, times, code)
+    pred = {name: align_column(predictions, name, predictions_at, shape) for name in (*PREDICTION_OUTPUTS, "fold")}
+    del predictions, predictions_at
+    bars_at = place(features, times, code)
     has_bar = np.zeros(shape, dtype=bool)
     has_bar[bars_at.t_idx, bars_at.s_idx] = True
-    pred = {name: align_column(predictions, name, predictions_at, shape) for name in (*PREDICTION_OUTPUTS, "fold")}
+    columns = {name: align_column(features, name, bars_at, shape) for name in ("open", "close", "volume", *pipeline.feature_names)}
+    del features, bars_at
     edge = edge_basis(spec, bundle)
-    realised = realised_matrix(spec, bars, times, symbols, edge.label_cost)
+    realised = realised_from_close(spec, columns["close"], times, edge.label_cost)
     pred["edge"], _ = calibrate_edge(pred["expected_return"], realised, pred["fold"], times, edge.horizon_ms)
     return MarketMatrix(
         ts_ms=times,
         symbols=symbols,
-        open=align_column(features, "open", bars_at, shape),
-        close=align_column(features, "close", bars_at, shape),
+        open=columns.pop("open"),
+        close=columns.pop("close"),
         has_bar=has_bar,
         pred=pred,
-        feat={name: align_column(features, name, bars_at, shape) for name in pipeline.feature_names},
-        volume=align_column(features, "volume", bars_at, shape),
+        volume=columns.pop("volume"),
+        feat=columns,
     )
 
 

@@ -40,17 +40,18 @@ def batch_of(pipeline: Pipeline, bundle: ModelBundle, rows: pl.DataFrame, index:
     has_bar = np.zeros(len(symbols), dtype=bool)
     has_bar[where] = True
 
-    def column(frame: pl.DataFrame, name: str, at: np.ndarray) -> np.ndarray:
-        out = np.full(len(symbols), np.nan)
-        out[at] = frame[name].cast(pl.Float64).fill_null(np.nan).to_numpy()
-        return out
+    def columns(frame: pl.DataFrame, names: tuple[str, ...] | list[str], at: np.ndarray) -> dict[str, np.ndarray]:
+        # One selection for every column (a cast and a null fill each), laid out in the run's symbol order.
+        values = frame.select(pl.col(n).cast(pl.Float64).fill_null(np.nan) for n in names).to_numpy()
+        out = np.full((len(names), len(symbols)), np.nan)
+        out[:, at] = values.T
+        return dict(zip(names, out, strict=True))
 
+    bar = columns(rows, ("open", "close", "volume"), where)
     predicted_at = np.array([code[s] for s in predictions["symbol"].to_list()], dtype=np.int64)
     return BarBatch(
-        index, ts, column(rows, "open", where), column(rows, "close", where), has_bar,
-        {name: column(predictions, name, predicted_at) for name in PREDICTION_OUTPUTS},
-        {name: column(rows, name, where) for name in pipeline.feature_names},
-        None, column(rows, "volume", where),
+        index, ts, bar["open"], bar["close"], has_bar, columns(predictions, PREDICTION_OUTPUTS, predicted_at),
+        columns(rows, list(pipeline.feature_names), where), None, bar["volume"],
     )  # fmt: skip
 
 
@@ -96,6 +97,9 @@ class KrakenFeedSource:
         symbols = list(spec.symbols)
         if after_ms is not None:
             self.feed.ready_after_ms = after_ms
+        # Pages a killed session handed on but did not write down reach the lake before the warm-up reads it.
+        self.feed.open()
+        if after_ms is not None:
             features.seed(history(self.feed.ingestor.lake_root, self.feed.source, self.feed.timeframe, symbols,
                                   after_ms + self.feed.bar_ms, features.history_bars))  # fmt: skip
         index, idle = start, 0
@@ -111,13 +115,14 @@ class KrakenFeedSource:
                 continue
             idle = 0 if poll.ready_ts else idle + 1
             if self.idle_polls is not None and idle >= self.idle_polls:
+                self.feed.settle()
                 return
-            if not poll.ready_ts:
-                continue
-            for ts, part in poll.bars.group_by("ts", maintain_order=True):
+            for ts, part in poll.bars.group_by("ts", maintain_order=True) if poll.ready_ts else ():
                 started = time.perf_counter()
                 rows = features.update(part)
                 batch = batch_of(self.pipeline, self.bundle, rows, index, int(ts[0]), self.num_threads)
                 self.timings.append((int(ts[0]), time.perf_counter() - started))
                 yield batch
                 index += 1
+            # The poll's bars are decided and journaled: now its evidence, lake bars and cursors are written.
+            self.feed.settle()

@@ -65,8 +65,11 @@ def kraken_feed(pipeline: Pipeline, bundle: ModelBundle, home_root: Path, settin
                               spec.training.num_threads)  # fmt: skip
 
     def close() -> None:
-        raw.close()
-        state.close()
+        try:
+            feed.settle()  # a session stopped inside a poll (max events) still writes that poll down
+        finally:
+            raw.close()
+            state.close()
 
     return source, close
 

@@ -5,19 +5,21 @@
 (:class:`backend.data.providers.kraken_public.KrakenOhlcProvider`) and the ingestion pipeline
 (raw store, parse, reconciliation evidence, lake) run unchanged on it. ccxt paces the calls; a
 rate limit, a 5xx or a timeout is retried with back-off, any other refusal is a ``ProviderError``.
+:meth:`CcxtKrakenFetcher.get_many` sends a whole poll's requests, then keeps all their answers in one
+synced raw-store transaction before returning them (the live feed's path).
 """
 
 from __future__ import annotations
 
+import json
 import time
-from collections.abc import Callable, Mapping
-from typing import cast
+from collections.abc import Callable, Mapping, Sequence
 from urllib.parse import urlsplit
 
 import ccxt
 
 from backend.data.providers.base import Fetched, RateLimiter
-from backend.data.raw import RawRecord, RawStore
+from backend.data.raw import RawEntry, RawRecord, RawStore
 from backend.clock import Clock
 from backend.errors import ProviderError
 from backend.kraken.client import KrakenErrorClass, classify, kraken_error_of
@@ -65,13 +67,14 @@ class CcxtKrakenFetcher:
         self.requests = 0
         self.retries = 0
         self.failures: list[str] = []  # the class and Kraken error of every retried failure, oldest first
-        self._endpoint = ""
         self._query: dict[str, str] = {}
+        self._held: list[RawEntry] = []
         client.response_hook = self._keep
 
     def _keep(self, status: int, url: str, body: str) -> None:
-        endpoint = urlsplit(url).path
-        self.last_record = self._raw.put(self.provider, endpoint, self._query, body.encode("utf-8"), self._clock.now_ms(), status)
+        # Only held here: the poll's answers are kept together, in one synced append, before anything reads them.
+        self._held.append(RawEntry(self.provider, urlsplit(url).path, dict(self._query), body.encode("utf-8"),
+                                   self._clock.now_ms(), status))  # fmt: skip
 
     def close(self) -> None:
         """Nothing to close: the ccxt session belongs to the client."""
@@ -85,13 +88,44 @@ class CcxtKrakenFetcher:
             For an endpoint ccxt is not asked to serve here, for a permanent refusal, or after
             ``max_attempts`` throttled, failed or timed-out attempts.
         """
+        (answer,) = self.get_many([(endpoint, params)])
+        if isinstance(answer, ProviderError):
+            raise answer
+        return answer
+
+    def get_many(self, requests: Sequence[tuple[str, Mapping[str, object]]]) -> list[Fetched | ProviderError]:
+        """GET every request in order (each retried as :meth:`get` does); keep every answer, then read them.
+
+        Every response received (failed attempts too) is kept by one :meth:`RawStore.put_many` after
+        the last request: bodies are durable before any caller sees them. A request that fails is
+        answered by its ``ProviderError``; the others still run.
+        """
+        self._held = []
+        outcomes: list[int | ProviderError] = []  # a good answer's index in the held responses, or the failure
+        for endpoint, params in requests:
+            try:
+                outcomes.append(self._request(endpoint, params))
+            except ProviderError as error:
+                outcomes.append(error)
+        held, self._held = self._held, []
+        records = self._raw.put_many(held)
+        self.last_record = records[-1] if records else None
+        return [outcome if isinstance(outcome, ProviderError)
+                else Fetched(held[outcome].endpoint, dict(held[outcome].params), records[outcome], held[outcome].body)
+                for outcome in outcomes]  # fmt: skip
+
+    def kept(self, record_ids: Sequence[int]) -> tuple[Fetched, ...]:
+        """Return the answers already kept under ``record_ids``, read back from the raw store (digest checked)."""
+        records = [self._raw.get(record_id) for record_id in record_ids]
+        return tuple(Fetched(r.endpoint, json.loads(r.params), r, self._raw.read(r)) for r in records)
+
+    def _request(self, endpoint: str, params: Mapping[str, object]) -> int:
         method = _METHODS.get(endpoint)
         if method is None:
             raise ProviderError(f"kraken {endpoint} is not a public endpoint the feed reads; known: {sorted(_METHODS)}")
         self._query = {k: str(v) for k, v in params.items()}
         for attempt in range(1, self.max_attempts + 1):
             self.requests += 1
-            self.last_record = None
             try:
                 getattr(self.client, method)(dict(self._query))
             except ccxt.BaseError as error:
@@ -104,6 +138,5 @@ class CcxtKrakenFetcher:
                     self.retries += 1
                     self._sleep(self.backoff_seconds * 2 ** (attempt - 1))
                 continue
-            record = cast(RawRecord, self.last_record)  # ccxt calls the hook for every response it returns
-            return Fetched(endpoint, dict(self._query), record, self._raw.read(record))
+            return len(self._held) - 1  # ccxt calls the hook for every response it returns
         raise ProviderError(f"kraken {endpoint} failed {self.max_attempts} times; last: {self.failures[-1]}")

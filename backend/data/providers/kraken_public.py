@@ -87,10 +87,13 @@ class KrakenOhlcProvider:
         """Return None: OHLC serves only the newest 720 bars, whatever the history."""
         return None
 
+    def request(self, asset: AssetSpec, timeframe: str, cursor_ms: int) -> tuple[str, dict[str, object]]:
+        """Return the endpoint and parameters asking for bars opening at or after ``cursor_ms`` (``since`` is exclusive, in seconds)."""
+        return "/0/public/OHLC", {"pair": asset.kraken.altname, "interval": INTERVAL_MINUTES[timeframe], "since": cursor_ms // 1000 - 1}
+
     def fetch(self, asset: AssetSpec, timeframe: str, cursor_ms: int, end_ms: int | None = None) -> tuple[Fetched, ...]:
-        """Request committed bars opening at or after ``cursor_ms`` (``since`` is exclusive, in seconds)."""
-        params = {"pair": asset.kraken.altname, "interval": INTERVAL_MINUTES[timeframe], "since": cursor_ms // 1000 - 1}
-        return (self.fetcher.get("/0/public/OHLC", params),)
+        """Request committed bars opening at or after ``cursor_ms``."""
+        return (self.fetcher.get(*self.request(asset, timeframe, cursor_ms)),)
 
     def parse(
         self, fetched: tuple[Fetched, ...], asset: AssetSpec, timeframe: str, cursor_ms: int, now_ms: int

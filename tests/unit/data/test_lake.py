@@ -340,6 +340,16 @@ def test_read_filters_bars_to_the_half_open_range(
     assert result["symbol"].to_list()[:4] == ["BTC", "ETH", "BTC", "ETH"]
 
 
+def test_reading_some_columns_gives_those_columns_of_the_full_read(two_symbol_lake: Path) -> None:
+    columns = ("ts", "symbol", "close", "open")
+    start, end = ms("2024-01-15T05:00"), ms("2024-02-10T00:00")
+
+    some = read_ohlcv(two_symbol_lake, "simulated", "1h", ["BTC", "ETH"], start, end, columns)
+
+    assert some.columns == list(columns)
+    assert some.equals(read_ohlcv(two_symbol_lake, "simulated", "1h", ["BTC", "ETH"], start, end).select(columns))
+
+
 @pytest.mark.parametrize("symbols", [["BTC", "SOL"], ["SOL"]])
 def test_read_raises_for_a_symbol_without_files(two_symbol_lake: Path, symbols: list[str]) -> None:
     with pytest.raises(DataError, match="'SOL'.*source 'simulated'.*timeframe '1h'"):

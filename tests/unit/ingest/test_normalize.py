@@ -16,10 +16,13 @@ from backend.data.normalize import (
     bars_from_trades,
     batch_id_for,
     parse_coinapi_ohlcv,
+    OhlcBody,
     parse_kraken_ohlc,
+    parse_kraken_ohlc_many,
     parse_kraken_trades,
 )
 from backend.data.shared_loader import default_shared_dir
+from backend.errors import DataError
 
 T0 = 1_704_067_200_000  # 2024-01-01 00:00 UTC
 FIVE = 300_000
@@ -153,6 +156,54 @@ def test_a_bad_kraken_ohlc_page_raises_naming_the_problem(body: bytes, problem: 
 
     assert error.value.problem is problem
     assert text in str(error.value)
+
+
+BAD_OHLC_PAGES = [
+    (b"{", PayloadProblem.MALFORMED),  # refused by the shape checks, before the common frame
+    (kraken_ohlc([[T0 // 1000, "x", "1", "1", "1", "1", "1", 1]], T0 // 1000), PayloadProblem.SCHEMA),  # the cast
+    (kraken_ohlc([ohlc_row(T0 // 1000, -3.0)], T0 // 1000), PayloadProblem.BAD_VALUE),  # a lake rule
+    (kraken_ohlc([ohlc_row(T0 // 1000), ohlc_row(T0 // 1000)], T0 // 1000), PayloadProblem.DUPLICATE),  # the order
+]
+
+
+def many_pages(bad: bytes | None = None) -> list[OhlcBody]:
+    seconds = T0 // 1000
+    pages = [
+        OhlcBody(kraken_ohlc([ohlc_row(seconds), ohlc_row(seconds + 300, 11.0), ohlc_row(seconds + 600)], seconds + 300),
+                 "XXBTZUSD", "BTC", "kraken:b"),
+        OhlcBody(kraken_ohlc([ohlc_row(seconds, 20.0)], seconds, key="XETHZUSD"), "XETHZUSD", "ETH", "kraken:e"),
+        OhlcBody(kraken_ohlc([], seconds, key="SOLUSD"), "SOLUSD", "SOL", "kraken:s"),
+    ]
+    if bad is not None:
+        pages.insert(1, OhlcBody(bad, "XXBTZUSD", "ADA", "kraken:a"))
+    return pages
+
+
+def each_alone(pages: list[OhlcBody]) -> tuple[pl.DataFrame, dict[int, PayloadProblem]]:
+    frames, problems = [pl.DataFrame(schema=OHLCV_SCHEMA)], {}
+    for index, page in enumerate(pages):
+        try:
+            frames.append(parse_kraken_ohlc(page.body, page.pair_key, page.symbol, "5m", "kraken", page.batch_id).bars)
+        except BadPayload as error:
+            problems[index] = error.problem
+    return pl.concat(frames), problems
+
+
+@pytest.mark.parametrize(("bad", "problem"), [(None, None), *BAD_OHLC_PAGES])
+def test_pages_parsed_together_equal_each_page_parsed_alone(bad: bytes | None, problem: PayloadProblem | None) -> None:
+    pages = many_pages(bad)
+
+    bars, refused = parse_kraken_ohlc_many(pages, "5m", "kraken")
+
+    want, want_refused = each_alone(pages)
+    assert bars.equals(want) and bars.height == 3
+    assert {i: e.problem for i, e in refused.items()} == want_refused == ({} if bad is None else {1: problem})
+
+
+def test_pages_parsed_together_need_one_page_per_symbol() -> None:
+    pages = many_pages()
+    with pytest.raises(DataError, match=r"one page per symbol, got \['BTC', 'BTC', 'ETH', 'SOL'\]"):
+        parse_kraken_ohlc_many([*pages, pages[0]], "5m", "kraken")
 
 
 def test_a_kraken_warning_is_not_an_error() -> None:

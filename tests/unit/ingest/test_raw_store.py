@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from backend.data.raw import RawStore, canonical_params
+from backend.data.raw import RawEntry, RawStore, canonical_params
 from backend.errors import DataError
 
 
@@ -107,3 +107,34 @@ def test_the_manifest_survives_a_reopen(tmp_path: Path) -> None:
     second = RawStore(tmp_path / "raw")
     assert second.get(record.id) == record
     second.close()
+
+
+def test_a_poll_is_kept_in_one_transaction_in_order_with_the_single_put_rules(store: RawStore, tmp_path: Path) -> None:
+    filed = store.put("kraken_public", "/0/public/OHLC", {"pair": "ETHUSD"}, b"eth", 1, 200)
+    entries = [
+        RawEntry("kraken_public", "/0/public/OHLC", {"pair": "XBTUSD"}, b"btc", 5, 200),
+        RawEntry("kraken_public", "/0/public/OHLC", {"pair": "XBTUSD"}, b"<html>502", 5, 502),
+        RawEntry("kraken_public", "/0/public/OHLC", {"pair": "ETHUSD"}, b"eth", 5, 200),  # already kept: no new row
+        RawEntry("kraken_public", "/0/public/OHLC", {"pair": "SOLUSD"}, b"eth", 5, 200),  # a body kept as a file
+    ]
+
+    records = store.put_many(entries)
+
+    assert [r.status for r in records] == [200, 502, 200, 200] and records[2] == filed
+    assert [store.read(r) for r in records] == [b"btc", b"<html>502", b"eth", b"eth"]
+    assert not store.object_path(records[0].sha256).exists()  # in the manifest's synced transaction, not a file
+    assert [r.id for r in store.records()] == [filed.id, records[0].id, records[1].id, records[3].id]
+    reopened = RawStore(tmp_path / "raw")
+    assert reopened.read(records[0]) == b"btc" and reopened.records() == store.records()
+    reopened.close()
+    revised = store.put_many([RawEntry("kraken_public", "/0/public/OHLC", {"pair": "XBTUSD"}, b"btc2", 6, 200)])
+    assert revised[0].revision_of == records[0].id
+
+
+def test_a_poll_with_a_credential_looking_parameter_keeps_nothing(store: RawStore) -> None:
+    good = RawEntry("kraken_public", "/0/public/OHLC", {"pair": "XBTUSD"}, b"btc", 5, 200)
+    with pytest.raises(DataError, match="parameter 'nonce' looks like a credential"):
+        store.put_many([good, RawEntry("kraken_public", "/0/private/Balance", {"nonce": "1"}, b"{}", 5, 200)])
+
+    assert store.records() == []
+    assert store.put_many([]) == []

@@ -121,6 +121,23 @@ def test_a_blend_is_the_weighted_sum_of_lightgbm_outputs_per_symbol(boosters: di
     assert ours.tobytes() == expected.tobytes()
 
 
+@pytest.mark.parametrize("compiled", [True, False])
+def test_one_pass_gives_the_global_score_alone_and_the_blend_exactly_as_two_blends(boosters: dict[str, str],
+                                                                                    data: dict[str, np.ndarray],
+                                                                                    compiled: bool) -> None:  # fmt: skip
+    x = data["probe"]
+    codes = np.nan_to_num(x[:, 5], nan=-1).astype(np.int64)
+    texts = [boosters["regression_categorical"], boosters["regression_plain"], boosters["binary_categorical"]]
+    compiled_forest = forest.compile_forest(texts)
+    specialist = np.array([1, 2, -1, 1, 2])
+
+    general, blended = forest.blend_with_general(compiled_forest, x, codes, 0, specialist, 1.0, 2, compiled)
+
+    alone = forest.blend(compiled_forest, x, codes, 0, np.full(5, -1), 0.0, 2, compiled)
+    assert general.tobytes() == alone.tobytes() == _lightgbm(texts[0], x).tobytes()
+    assert blended.tobytes() == forest.blend(compiled_forest, x, codes, 0, specialist, 1.0, 2, compiled).tobytes()
+
+
 def test_categorical_splits_are_folded_per_block_and_give_the_same_scores(boosters: dict[str, str],
                                                                           data: dict[str, np.ndarray]) -> None:  # fmt: skip
     """Grouping rows by their constant code (folded splits) or not (full rule) gives LightGBM's scores."""

@@ -19,7 +19,9 @@ from backend.errors import TrainingTaskError
 from backend.models import lgbm
 from backend.models.bundle import ModelBundle
 from backend.models.stacking import StackMethod, StackReason
-from backend.models.train import derive_seed, predict_bundle, train_walk_forward
+from backend.models import train
+from backend.models.stacking import apply_stacker
+from backend.models.train import TARGETS, derive_seed, predict_bundle, train_walk_forward
 from backend.models.walkforward import make_folds
 
 N_BARS = 2880  # ten days of 5-minute bars
@@ -422,3 +424,43 @@ def test_compiled_fold_forests_are_reused_by_bundle_version_and_bounded(
     only = predict_bundle(bundle, dataset, spec.universe.clusters, 1, targets=("p_up",))
     assert len(train._FORESTS) == len(bundle.folds) and all(key[2] == ("p_up",) for key in train._FORESTS)
     assert only["p_up"].equals(first["p_up"])
+
+
+def _whole_span_predictions(bundle: ModelBundle, features: pl.DataFrame, clusters: dict[str, str], forward: bool) -> pl.DataFrame:
+    """predict_bundle as it was before chunking: the filtered, sorted frame and every fold span scored at once."""
+    frame = train._prepared(bundle, features, clusters)
+    parts = []
+    for scores in train._fold_scores(bundle, frame, 1, forward, TARGETS):
+        count = scores.end - scores.first
+        out = {"ts": frame["ts"].slice(scores.first, count), "symbol": frame["symbol"].slice(scores.first, count)}
+        for target in TARGETS:
+            out[target] = apply_stacker(bundle.stacker(scores.window.index, target), scores.raw) if target in scores.raw else np.full(count, np.nan)
+        parts.append(pl.DataFrame(out).with_columns(pl.lit(scores.window.index, dtype=pl.Int64).alias("fold")))
+    return pl.concat(parts).select("ts", "symbol", "fold", *TARGETS).sort(["ts", "symbol"])
+
+
+@pytest.mark.parametrize("chunk_rows", [1, 97, 4096])
+@pytest.mark.parametrize("forward", [False, True])
+def test_predicting_in_chunks_of_rows_gives_the_whole_span_scores_bit_for_bit(
+    spec: RunSpec, bundle: ModelBundle, dataset: pl.DataFrame, monkeypatch: pytest.MonkeyPatch, chunk_rows: int, forward: bool
+) -> None:
+    whole = _whole_span_predictions(bundle, dataset, spec.universe.clusters, forward)
+    monkeypatch.setattr(train, "PREDICT_CHUNK_ROWS", chunk_rows)
+
+    chunked = predict_bundle(bundle, dataset, spec.universe.clusters, 1, forward=forward)
+
+    assert chunked.height == whole.height > 4096
+    assert chunked.equals(whole)
+    for name in TARGETS:  # NaN where no booster, and every value to the bit
+        assert chunked[name].to_numpy().tobytes() == whole[name].to_numpy().tobytes()
+
+
+def test_rows_in_any_order_are_predicted_as_the_sorted_frame(spec: RunSpec, bundle: ModelBundle, dataset: pl.DataFrame, predictions: pl.DataFrame,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(train, "PREDICT_CHUNK_ROWS", 500)
+    shuffled = dataset.sample(fraction=1.0, shuffle=True, seed=3)
+
+    again = predict_bundle(bundle, shuffled, spec.universe.clusters, 1)
+
+    assert again.equals(predictions)
+    assert again.equals(_whole_span_predictions(bundle, shuffled, spec.universe.clusters, False))

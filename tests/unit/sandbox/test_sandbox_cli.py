@@ -87,6 +87,9 @@ def test_sandbox_stops_cleanly_on_interrupt(folder: Path) -> None:
         if not done.is_set():
             os.kill(os.getpid(), signal.SIGINT)  # what Ctrl-C sends
 
+    # Ctrl-C in a terminal raises KeyboardInterrupt; a process started in the background by a non-interactive
+    # shell inherits SIGINT as ignored, so the terminal's disposition is set for the test and restored after.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     thread = threading.Thread(target=interrupt_once_listening)
     thread.start()
     try:
@@ -94,6 +97,7 @@ def test_sandbox_stops_cleanly_on_interrupt(folder: Path) -> None:
     finally:
         done.set()
         thread.join()
+        signal.signal(signal.SIGINT, previous)
     assert code == 0
     assert "sandbox interrupted" in err.getvalue()
     assert "served 0 requests" in out.getvalue()

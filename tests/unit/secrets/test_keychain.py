@@ -53,6 +53,12 @@ class BrokenStore(KeyringBackend):
         raise keyring.errors.PasswordDeleteError("none")
 
 
+# keyring offers every subclass of KeyringBackend to its own discovery: a locked-store double left there is chosen
+# by keyring (priority 1) whenever the Secret Service is not reachable, and later tests in the process then read a
+# "locked" store. It is passed to Keychain explicitly, never discovered.
+KeyringBackend._classes.discard(BrokenStore)  # type: ignore[attr-defined]
+
+
 def test_store_refusals_are_reported_without_the_secret() -> None:
     chain = Keychain(BrokenStore())
     with pytest.raises(SecretStoreError, match="refused to save") as caught:
