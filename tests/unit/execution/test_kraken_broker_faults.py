@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +11,7 @@ import polars as pl
 import pytest
 
 from backend.sandbox.faults import FaultSpec, PrivateFault
+from execution.brokers.simulated import MarketOrder
 from scripts.drills import broker_faults, kills
 
 
@@ -125,3 +127,30 @@ def test_the_start_reconcile_fails_closed_with_a_journalled_problem(endpoint: st
     assert problem is not None and problem.startswith("start reconcile could not") and error_class in problem
     assert failed == [error_class]
     assert state == ["open"]  # nothing was cancelled blind; the runtime refuses to start (PaperRuntimeError)
+
+
+def test_the_start_reconcile_fails_closed_when_a_failed_cancel_cannot_be_confirmed(bars: pl.DataFrame,
+                                                                                    markets: tuple[Any, Any], tmp_path: Path) -> None:  # fmt: skip
+    spec = FaultSpec(private_faults=(PrivateFault(endpoint="CancelOrder", calls=(1, 2, 3, 4), status=502),
+                                     PrivateFault(endpoint="OpenOrders", calls=(2, 3, 4, 5), status=502)))  # fmt: skip
+    desk = broker_faults.Desk(bars, spec, markets, tmp_path)
+    try:
+        desk.client.create_order("BTC/USD", "limit", "buy", 0.001, 1000.0, {"clientOrderId": str(uuid.UUID(int=7))})
+        problem = desk.broker.restored_problem()
+    finally:
+        desk.stop()
+
+    assert problem is not None and "could not cancel unknown order" in problem
+
+
+def test_the_kill_switch_leaves_a_filled_order_alone_when_it_cancels_order_by_order(bars: pl.DataFrame,
+                                                                                     markets: tuple[Any, Any], tmp_path: Path) -> None:  # fmt: skip
+    desk = broker_faults.Desk(bars, _spec("CancelAll", (1, 2, 3, 4), status=502), markets, tmp_path)
+    try:
+        desk.broker.submit(MarketOrder("filled", "BTC", "buy", Decimal("0.001")))  # a market order fills at once
+        cancelled = desk.broker.kill(broker_faults.NOW_MS)
+        kinds = [e["kind"] for e in desk.broker.events()]
+    finally:
+        desk.stop()
+
+    assert cancelled == [] and "CANCEL_ORDER_FAILED" not in kinds and "KILL_SWITCH_INCOMPLETE" not in kinds
