@@ -21,10 +21,12 @@ import pytest
 from backend.bundles.compat import running
 from backend.bundles.store import BundleStore
 from backend.data.lake import lake_files
+from backend.kraken.client import KrakenCallError, KrakenErrorClass
 from backend.runtime.paper import JOURNAL_FILE, PaperRuntimeError
 from backend.sandbox.coinapi import CoinApiEmulator
 from backend.sandbox.faults import FaultSpec, PrivateFault
 from backend.config.compose import compose_spec
+from execution.brokers.kraken import KrakenBroker
 from scripts.cli import main
 from scripts.commands.drill import record
 from scripts.drills import broker_faults, bundles, fuzz, kills, report
@@ -138,6 +140,26 @@ def test_a_fill_never_read_and_an_order_placed_despite_a_refusal_count_as_not_ha
     assert (placed.handled, placed.orders, placed.fills) == (False, 1, 1)
 
 
+def test_a_start_reconcile_that_raises_or_a_scene_without_evidence_counts_as_not_handled(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bars = kills.drill_bars(60, 11).filter(pl.col("symbol") == "BTC")
+    markets = broker_faults.load_markets(bars)
+    # No fault: the stranger is cancelled, but nothing in broker_events shows a fault was met.
+    quiet = broker_faults.broker_case("OpenOrders (start reconcile)", "OpenOrders", "start", "none", FaultSpec(), bars, markets, tmp_path / "a")
+
+    def raising(self: object) -> None:  # the broker before ADR-072: the start reconcile let Kraken's error out
+        raise KrakenCallError("OpenOrders", KrakenErrorClass.UNAVAILABLE, "502")
+
+    monkeypatch.setattr(KrakenBroker, "restored_problem", raising)
+    raised = broker_faults.broker_case("OpenOrders (start reconcile)", "OpenOrders", "start", "5xx",
+                                       FaultSpec(private_faults=(PrivateFault(endpoint="OpenOrders", calls=(1,), status=502),)),
+                                       bars, markets, tmp_path / "b")  # fmt: skip
+
+    assert (quiet.handled, quiet.detail) == (False, "stranger order canceled; no error class in broker_events")
+    assert not raised.handled and raised.detail.startswith("stranger order open; start raised unavailable")
+
+
 def test_the_page_has_date_machine_and_every_table(results: dict[str, Any]) -> None:
     page = report.render(results, 3, 20, 5, report.now(), 12.0, report.machine())
 
@@ -147,7 +169,7 @@ def test_the_page_has_date_machine_and_every_table(results: dict[str, Any]) -> N
                     "### Broker faults"):  # fmt: skip
         assert heading in page
     assert "| AddOrder (submit) | 5xx after accept | yes | 1 | 1 | unavailable |" in page
-    assert "| CancelAll (kill switch) | truncated body | **no** | 1 | 0 | none |" in page
+    assert "| OpenOrders (start reconcile) | EGeneral:Invalid arguments | **no** |" in page
     assert "47 of 49 broker cases handled" in page
     assert "| backfill | 3 |" in page and "| bundle install | 3 |" in page
 
