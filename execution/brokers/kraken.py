@@ -178,7 +178,7 @@ class KrakenBroker(SimulatedBroker):
                 self._evidence(order.order_id, "SEND_FAILED", error, attempt=attempt)
                 # A transport failure (5xx page, timeout) may hide a placed order; a Kraken error string means it was not placed.
                 must_look = error.error_class in RECONCILE and not error.kraken_error.startswith("E")
-                if error.error_class in RETRY | RECONCILE:
+                if error.error_class in TRANSIENT:
                     continue
                 self.journal.apply(order.order_id, OrderTrigger.REJECT, ts, f"REJECTED {error.error_class.value}: {error.kraken_error}")
                 return
