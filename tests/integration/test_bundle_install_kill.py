@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import multiprocessing
+import multiprocessing.forkserver
 import os
 import random
 import shutil
@@ -30,6 +31,10 @@ def test_a_killed_install_leaves_the_old_or_the_new_bundle_active_never_a_mix(
     # switch and some after it.
     # (Python 3.11's forkserver ignores the parent's sys.path, so the preload module is found through PYTHONPATH.)
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join(str(Path(__file__).resolve().parents[i]) for i in (1, 2)))
+    # The forkserver is one per process: one another test file started first (the drills' own, on the same pytest
+    # worker) has neither this preload nor tests/ on its path, and could not load the child's target. Stop it so
+    # this test's server starts with both (multiprocessing's own tests stop it the same way).
+    multiprocessing.forkserver._forkserver._stop()  # type: ignore[attr-defined]
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload(["bundle_kill_preload"])
 
