@@ -7,7 +7,9 @@ import multiprocessing.forkserver
 import os
 import random
 import shutil
+import sys
 import time
+import types
 from pathlib import Path
 
 import pytest
@@ -35,6 +37,9 @@ def test_a_killed_install_leaves_the_old_or_the_new_bundle_active_never_a_mix(
     # worker) has neither this preload nor tests/ on its path, and could not load the child's target. Stop it so
     # this test's server starts with both (multiprocessing's own tests stop it the same way).
     multiprocessing.forkserver._forkserver._stop()  # type: ignore[attr-defined]
+    # A child re-runs the parent's __main__ file; a Streamlit AppTest earlier on the worker leaves __main__ pointing
+    # at its generated page script, which cannot run alone. The children need no __main__ of the parent.
+    monkeypatch.setitem(sys.modules, "__main__", types.ModuleType("__main__"))
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload(["bundle_kill_preload"])
 
